@@ -1,0 +1,330 @@
+// YAML <-> Config through one key table. for_each_field lists every key once; parsing, --set
+// overrides, the resolved dump and the key list all walk it, so a new key is one line.
+#include "core/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace weft {
+namespace {
+
+template <typename C, typename F>
+void for_each_field(C& c, F&& f) {
+  f("model.family", c.model.family);
+  f("model.vocab_size", c.model.vocab_size);
+  f("model.hidden_size", c.model.hidden_size);
+  f("model.num_layers", c.model.num_layers);
+  f("model.num_heads", c.model.num_heads);
+  f("model.num_kv_heads", c.model.num_kv_heads);
+  f("model.ffn_hidden_size", c.model.ffn_hidden_size);
+  f("model.max_seq_len", c.model.max_seq_len);
+  f("model.rope_theta", c.model.rope_theta);
+  f("model.norm_eps", c.model.norm_eps);
+  f("model.tie_embeddings", c.model.tie_embeddings);
+  f("model.init_std", c.model.init_std);
+  f("model.rope_scaling.type", c.model.rope_scaling.type);
+  f("model.rope_scaling.factor", c.model.rope_scaling.factor);
+  f("model.rope_scaling.low_freq_factor", c.model.rope_scaling.low_freq_factor);
+  f("model.rope_scaling.high_freq_factor", c.model.rope_scaling.high_freq_factor);
+  f("model.rope_scaling.original_max_seq_len", c.model.rope_scaling.original_max_seq_len);
+  f("train.steps", c.train.steps);
+  f("train.global_batch_size", c.train.global_batch_size);
+  f("train.micro_batch_size", c.train.micro_batch_size);
+  f("train.seq_len", c.train.seq_len);
+  f("train.seed", c.train.seed);
+  f("train.log_interval", c.train.log_interval);
+  f("train.eval_interval", c.train.eval_interval);
+  f("train.eval_batches", c.train.eval_batches);
+  f("train.threads", c.train.threads);
+  f("optim.lr", c.optim.lr);
+  f("optim.min_lr", c.optim.min_lr);
+  f("optim.weight_decay", c.optim.weight_decay);
+  f("optim.beta1", c.optim.beta1);
+  f("optim.beta2", c.optim.beta2);
+  f("optim.eps", c.optim.eps);
+  f("optim.warmup_steps", c.optim.warmup_steps);
+  f("optim.decay", c.optim.decay);
+  f("optim.decay_steps", c.optim.decay_steps);
+  f("optim.clip_grad", c.optim.clip_grad);
+  f("optim.decay_norms_and_biases", c.optim.decay_norms_and_biases);
+  f("data.prefix", c.data.prefix);
+  f("data.blend", c.data.blend);
+  f("data.split", c.data.split);
+  f("data.tokenizer", c.data.tokenizer);
+  f("run.dir", c.run.dir);
+  f("run.tensorboard", c.run.tensorboard);
+  f("run.peak_tflops", c.run.peak_tflops);
+  f("checkpoint.dir", c.checkpoint.dir);
+  f("checkpoint.interval", c.checkpoint.interval);
+  f("checkpoint.keep", c.checkpoint.keep);
+  f("parallel.tp", c.parallel.tp);
+  f("parallel.pp", c.parallel.pp);
+  f("parallel.vpp", c.parallel.vpp);
+  f("parallel.zero", c.parallel.zero);
+  f("parallel.sequence_parallel", c.parallel.sequence_parallel);
+  f("precision", c.precision);
+  f("device", c.device);
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string nearest_key(const std::string& key) {
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const auto& k : config_keys()) {
+    // Compare against the full key and its last component, so "lr" finds "optim.lr".
+    size_t d = edit_distance(key, k);
+    auto dot = k.rfind('.');
+    if (dot != std::string::npos) d = std::min(d, edit_distance(key, k.substr(dot + 1)) + 1);
+    if (d < best_d) best_d = d, best = k;
+  }
+  return best;
+}
+
+const char* type_name(const std::string&) { return "a string"; }
+const char* type_name(const int64_t&) { return "an integer"; }
+const char* type_name(const double&) { return "a number"; }
+const char* type_name(const bool&) { return "true or false"; }
+const char* type_name(const std::vector<std::string>&) { return "a list"; }
+
+template <typename T>
+bool decode(const YAML::Node& n, T& out) {
+  if (!n.IsScalar()) return false;
+  return YAML::convert<T>::decode(n, out);
+}
+bool decode(const YAML::Node& n, std::string& out) {
+  if (!n.IsScalar()) return false;
+  out = n.Scalar();
+  return true;
+}
+bool decode(const YAML::Node& n, std::vector<std::string>& out) {
+  out.clear();
+  if (n.IsNull()) return true;
+  if (n.IsScalar()) {  // "1,a,2,b" from the command line
+    std::stringstream ss(n.Scalar());
+    for (std::string item; std::getline(ss, item, ',');) out.push_back(item);
+    return true;
+  }
+  if (!n.IsSequence()) return false;
+  for (const auto& item : n) {
+    if (!item.IsScalar()) return false;
+    out.push_back(item.Scalar());
+  }
+  return true;
+}
+
+std::string where(const std::string& source, const YAML::Node& n) {
+  return n.Mark().is_null() ? source : str(source, ":", n.Mark().line + 1);
+}
+
+// Assigns one leaf. Returns false if `key` is not a config key.
+bool assign(Config& cfg, const std::string& key, const YAML::Node& value,
+            const std::string& source) {
+  bool found = false;
+  for_each_field(cfg, [&](const char* k, auto& field) {
+    if (found || key != k) return;
+    found = true;
+    auto parsed = field;
+    WEFT_CHECK(decode(value, parsed), where(source, value), ": ", key, " expects ",
+               type_name(field), ", got '", YAML::Dump(value), "'");
+    field = parsed;
+  });
+  return found;
+}
+
+bool is_leaf_key(const std::string& key) {
+  const auto keys = config_keys();
+  return std::find(keys.begin(), keys.end(), key) != keys.end();
+}
+
+void merge_node(Config& cfg, const YAML::Node& node, const std::string& prefix,
+                const std::string& source) {
+  for (const auto& kv : node) {
+    const std::string key = prefix + kv.first.as<std::string>();
+    const YAML::Node& value = kv.second;
+    if (value.IsMap() && !is_leaf_key(key)) {
+      merge_node(cfg, value, key + ".", source);
+      continue;
+    }
+    WEFT_CHECK(assign(cfg, key, value, source), where(source, kv.first), ": unknown key '", key,
+               "'; did you mean '", nearest_key(key), "'?");
+  }
+}
+
+void check_positive(int64_t v, const char* key) {
+  WEFT_CHECK(v > 0, "config: ", key, " must be > 0, got ", v);
+}
+
+template <typename T>
+void emit_value(YAML::Emitter& out, const T& v) {
+  out << v;
+}
+void emit_value(YAML::Emitter& out, const double& v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  std::string s = os.str();
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // keep it a float in YAML
+  out << s;
+}
+void emit_value(YAML::Emitter& out, const std::vector<std::string>& v) {
+  out << YAML::Flow << YAML::BeginSeq;
+  for (const auto& s : v) out << s;
+  out << YAML::EndSeq;
+}
+
+}  // namespace
+
+std::vector<std::string> config_keys() {
+  std::vector<std::string> keys;
+  Config c;
+  for_each_field(c, [&](const char* k, auto&) { keys.emplace_back(k); });
+  return keys;
+}
+
+void merge_config_yaml(Config& cfg, const std::string& yaml_text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    fail(str(source, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
+  }
+  if (root.IsNull()) return;
+  WEFT_CHECK(root.IsMap(), source, ": expected a mapping of config keys at the top level");
+  merge_node(cfg, root, "", source);
+}
+
+Config load_config(const std::string& path) {
+  std::ifstream in(path);
+  WEFT_CHECK(in.good(), "config file '", path,
+             "' cannot be read: check the path given to --config");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  Config cfg;
+  merge_config_yaml(cfg, ss.str(), path);
+  return cfg;
+}
+
+void apply_override(Config& cfg, const std::string& assignment) {
+  auto eq = assignment.find('=');
+  WEFT_CHECK(eq != std::string::npos && eq > 0, "--set '", assignment,
+             "': expected KEY=VALUE, e.g. --set optim.lr=3e-4");
+  const std::string key = assignment.substr(0, eq);
+  YAML::Node value;
+  try {
+    value = YAML::Load(assignment.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    fail(str("--set ", key, ": invalid value: ", e.msg));
+  }
+  if (value.IsNull() && eq + 1 < assignment.size()) value = YAML::Node(assignment.substr(eq + 1));
+  if (value.IsNull()) value = YAML::Node(std::string());
+  WEFT_CHECK(assign(cfg, key, value, "--set"), "--set: unknown key '", key, "'; did you mean '",
+             nearest_key(key), "'?");
+}
+
+std::string to_yaml(const Config& cfg) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  std::string open;  // the section currently open, e.g. "model" or "model.rope_scaling"
+  int depth = 0;
+  for_each_field(cfg, [&](const char* k, const auto& v) {
+    std::string key = k;
+    auto dot = key.rfind('.');
+    std::string section = dot == std::string::npos ? "" : key.substr(0, dot);
+    if (section != open) {
+      // Close sections that are not prefixes of the new one, then open the missing ones.
+      while (depth > 0 && section.rfind(open, 0) != 0) {
+        out << YAML::EndMap;
+        --depth;
+        auto d = open.rfind('.');
+        open = d == std::string::npos ? "" : open.substr(0, d);
+      }
+      while (open != section) {
+        auto start = open.empty() ? 0 : open.size() + 1;
+        auto end = section.find('.', start);
+        std::string part = section.substr(start, end == std::string::npos ? end : end - start);
+        out << YAML::Key << part << YAML::Value << YAML::BeginMap;
+        ++depth;
+        open = section.substr(0, end == std::string::npos ? section.size() : end);
+      }
+    }
+    out << YAML::Key << key.substr(dot == std::string::npos ? 0 : dot + 1) << YAML::Value;
+    emit_value(out, v);
+  });
+  while (depth-- > 0) out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+std::string Config::checkpoint_dir() const {
+  return checkpoint.dir.empty() ? (std::filesystem::path(run.dir) / "checkpoints").string()
+                                : checkpoint.dir;
+}
+
+void Config::validate() const {
+  const auto& m = model;
+  WEFT_CHECK(m.family == "llama" || m.family == "gpt2", "config: model.family must be llama or gpt2, got '",
+             m.family, "'");
+  check_positive(m.vocab_size, "model.vocab_size");
+  check_positive(m.hidden_size, "model.hidden_size");
+  check_positive(m.num_layers, "model.num_layers");
+  check_positive(m.num_heads, "model.num_heads");
+  check_positive(m.ffn_hidden_size, "model.ffn_hidden_size");
+  check_positive(m.max_seq_len, "model.max_seq_len");
+  WEFT_CHECK(m.hidden_size % m.num_heads == 0, "config: model.hidden_size (", m.hidden_size,
+             ") must be divisible by model.num_heads (", m.num_heads, ")");
+  WEFT_CHECK(m.num_kv_heads >= 0 && m.num_heads % m.kv_heads() == 0,
+             "config: model.num_heads (", m.num_heads, ") must be a multiple of model.num_kv_heads (",
+             m.num_kv_heads, ")");
+  WEFT_CHECK(m.head_dim() % 2 == 0 || m.family != "llama", "config: head dim ", m.head_dim(),
+             " must be even for RoPE");
+  WEFT_CHECK(m.rope_scaling.type == "none" || m.rope_scaling.type == "llama3",
+             "config: model.rope_scaling.type must be none or llama3, got '", m.rope_scaling.type, "'");
+  WEFT_CHECK(m.family == "llama" || m.num_kv_heads == 0 || m.num_kv_heads == m.num_heads,
+             "config: model.num_kv_heads is only supported for family llama");
+  check_positive(train.steps, "train.steps");
+  check_positive(train.global_batch_size, "train.global_batch_size");
+  check_positive(train.micro_batch_size, "train.micro_batch_size");
+  check_positive(train.seq_len, "train.seq_len");
+  WEFT_CHECK(train.seq_len <= m.max_seq_len, "config: train.seq_len (", train.seq_len,
+             ") exceeds model.max_seq_len (", m.max_seq_len, ")");
+  WEFT_CHECK(optim.decay == "cosine" || optim.decay == "linear" || optim.decay == "constant",
+             "config: optim.decay must be cosine, linear or constant, got '", optim.decay, "'");
+  WEFT_CHECK(optim.lr >= 0 && optim.min_lr >= 0 && optim.min_lr <= optim.lr,
+             "config: need 0 <= optim.min_lr <= optim.lr");
+  WEFT_CHECK(optim.clip_grad >= 0, "config: optim.clip_grad must be >= 0");
+  WEFT_CHECK(optim.warmup_steps >= 0, "config: optim.warmup_steps must be >= 0");
+  WEFT_CHECK(precision == "fp32" || precision == "bf16", "config: precision must be fp32 or bf16, got '",
+             precision, "'");
+  WEFT_CHECK(device == "cpu" || device == "cuda", "config: device must be cpu or cuda, got '",
+             device, "'");
+  WEFT_CHECK(data.blend.size() % 2 == 0, "config: data.blend must alternate weight, prefix");
+  WEFT_CHECK(parallel.tp >= 1 && parallel.pp >= 1 && parallel.vpp >= 1,
+             "config: parallel.tp, parallel.pp and parallel.vpp must be >= 1");
+  WEFT_CHECK(parallel.zero == 0 || parallel.zero == 1, "config: parallel.zero must be 0 or 1");
+  WEFT_CHECK(checkpoint.interval >= 0 && checkpoint.keep >= 0,
+             "config: checkpoint.interval and checkpoint.keep must be >= 0");
+}
+
+}  // namespace weft

@@ -1,0 +1,121 @@
+// Typed job configuration. The structs below are the truth; YAML files and `--set key=value`
+// overrides are parsed into them through one key table (for_each_field), which also produces the
+// resolved YAML written to the run directory. Unknown keys and wrong types are weft::Error naming
+// the file, line and nearest valid key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace weft {
+
+// Llama-3.1-style RoPE frequency scaling; type "none" disables it.
+struct RopeScalingConfig {
+  std::string type = "none";  // none | llama3
+  double factor = 8.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_seq_len = 8192;
+};
+
+struct ModelConfig {
+  std::string family = "llama";  // llama | gpt2
+  int64_t vocab_size = 32000;
+  int64_t hidden_size = 4096;
+  int64_t num_layers = 32;
+  int64_t num_heads = 32;
+  int64_t num_kv_heads = 0;  // 0 = num_heads (no grouped-query attention)
+  int64_t ffn_hidden_size = 11008;
+  int64_t max_seq_len = 4096;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-5;
+  bool tie_embeddings = false;
+  double init_std = 0.02;
+  RopeScalingConfig rope_scaling;
+
+  int64_t kv_heads() const { return num_kv_heads > 0 ? num_kv_heads : num_heads; }
+  int64_t head_dim() const { return hidden_size / num_heads; }
+};
+
+struct TrainConfig {
+  int64_t steps = 100;
+  int64_t global_batch_size = 8;  // sequences per optimizer step, over all DP ranks
+  int64_t micro_batch_size = 1;   // sequences per forward/backward on one rank
+  int64_t seq_len = 1024;
+  int64_t seed = 1234;
+  int64_t log_interval = 1;
+  int64_t eval_interval = 0;  // steps between validation passes; 0 = never
+  int64_t eval_batches = 4;   // micro-batches per validation pass
+  int64_t threads = 0;        // intra-op threads; 0 = LibTorch's default
+};
+
+struct OptimConfig {
+  double lr = 3e-4;
+  double min_lr = 0.0;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  int64_t warmup_steps = 0;
+  std::string decay = "cosine";  // cosine | linear | constant
+  int64_t decay_steps = 0;       // steps from the start to reach min_lr; 0 = train.steps
+  double clip_grad = 1.0;        // global grad-norm clip; 0 = off
+  bool decay_norms_and_biases = false;
+};
+
+struct DataConfig {
+  std::string prefix;              // indexed dataset path without .bin/.idx
+  std::vector<std::string> blend;  // weight, prefix, weight, prefix, ... (instead of prefix)
+  std::string split = "98,2";      // train,validation share of documents
+  std::string tokenizer = "byte";  // byte | gpt2:DIR (vocab.json + merges.txt); for generate
+};
+
+struct RunConfig {
+  std::string dir = "runs/default";
+  bool tensorboard = true;
+  double peak_tflops = 0.0;  // for MFU; 0 = measure this machine's matmul peak at start
+};
+
+struct CheckpointConfig {
+  std::string dir;       // empty = <run.dir>/checkpoints
+  int64_t interval = 0;  // steps between checkpoints; 0 = only at the end
+  int64_t keep = 2;      // complete checkpoints kept; 0 = all
+};
+
+struct ParallelConfig {
+  int64_t tp = 1;
+  int64_t pp = 1;
+  int64_t vpp = 1;
+  int64_t zero = 0;
+  bool sequence_parallel = false;
+};
+
+struct Config {
+  ModelConfig model;
+  TrainConfig train;
+  OptimConfig optim;
+  DataConfig data;
+  RunConfig run;
+  CheckpointConfig checkpoint;
+  ParallelConfig parallel;
+  std::string precision = "fp32";  // fp32 | bf16
+  std::string device = "cpu";      // cpu | cuda
+
+  // Checks values that are individually well-typed but jointly impossible. Throws weft::Error.
+  void validate() const;
+  std::string checkpoint_dir() const;
+};
+
+// Loads a YAML file into a default Config. `path` is used in every message.
+Config load_config(const std::string& path);
+// Parses YAML text into `cfg`, overriding the keys present. `source` names it in messages.
+void merge_config_yaml(Config& cfg, const std::string& yaml_text, const std::string& source);
+// Applies one `key=value` override (the value is YAML, so lists work: data.blend=[1,a]).
+void apply_override(Config& cfg, const std::string& assignment);
+// The resolved config, every key, as YAML.
+std::string to_yaml(const Config& cfg);
+// Every valid dotted key, in declaration order.
+std::vector<std::string> config_keys();
+
+}  // namespace weft
