@@ -1,1 +1,215 @@
+// Subcommands: each parses its flags into library calls and prints the contract lines
+// (eval_loss=, parameters=) that scripts and tests read.
+#include "tools/cli/commands.h"
 
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/fileio.h"
+#include "models/transformer.h"
+#include "parallel/device.h"
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/data/gpt_dataset.h"
+#include "runtime/data/preprocess.h"
+#include "runtime/data/tokenizer.h"
+#include "runtime/generate.h"
+#include "runtime/hf_convert.h"
+#include "runtime/job.h"
+#include "runtime/perf.h"
+#include "runtime/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace weft {
+namespace {
+
+Trainer* g_trainer = nullptr;  // for the signal handler only
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_trainer) g_trainer->request_stop();
+  std::signal(sig, SIG_DFL);  // a second signal stops at once
+}
+
+Config job_config(const CliArgs& a) {
+  WEFT_CHECK(!a.config.empty(), "--config FILE is required");
+  Config cfg = load_config(a.config);
+  for (const auto& o : a.overrides) apply_override(cfg, o);
+  return cfg;
+}
+
+// A checkpoint's model, ready for inference; `overrides` apply to the saved config.
+struct LoadedModel {
+  Config cfg;
+  std::string dir;
+  Transformer model{nullptr};
+  at::Device device{at::kCPU};
+};
+
+LoadedModel load_model(const CliArgs& a) {
+  WEFT_CHECK(!a.checkpoint.empty(), "--checkpoint DIR is required");
+  LoadedModel m;
+  m.dir = resolve_checkpoint_dir(a.checkpoint);
+  m.cfg = checkpoint_config(m.dir);
+  for (const auto& o : a.overrides) apply_override(m.cfg, o);
+  m.cfg.validate();
+  m.device = select_device(m.cfg.device);
+  if (m.cfg.train.threads > 0) at::set_num_threads(int(m.cfg.train.threads));
+  auto data = load_checkpoint(m.dir, /*with_optimizer=*/false);
+  m.model = Transformer(m.cfg.model, at::TensorOptions().dtype(at::kFloat));
+  load_model_tensors(*m.model, data.model, m.dir);
+  m.model->to(m.device);
+  m.model->eval();
+  return m;
+}
+
+std::pair<std::string, std::string> split_spec(const std::string& spec, const char* flag) {
+  const auto colon = spec.find(':');
+  WEFT_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < spec.size(), flag, " '", spec,
+             "': expected hf:DIR or ckpt:DIR");
+  const auto kind = spec.substr(0, colon);
+  WEFT_CHECK(kind == "hf" || kind == "ckpt", flag, " '", spec, "': kind must be hf or ckpt");
+  return {kind, spec.substr(colon + 1)};
+}
+
+}  // namespace
+
+int cmd_train(const CliArgs& a) {
+  Config cfg = job_config(a);
+  WEFT_CHECK(a.nproc <= 1, "--nproc ", a.nproc,
+             ": this build trains in one process; multi-process layouts are not available yet");
+  Trainer trainer(cfg);
+  g_trainer = &trainer;
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+  trainer.run();
+  g_trainer = nullptr;
+  const auto st = trainer.status();
+  std::printf("train: %s at step %lld, final loss %.4f\n", st.finished ? "finished" : "stopped",
+              (long long)st.step, st.last_loss);
+  return 0;
+}
+
+int cmd_eval(const CliArgs& a) {
+  WEFT_CHECK(!a.data.empty(), "--data PREFIX is required (an indexed dataset: PREFIX.bin/.idx)");
+  auto m = load_model(a);
+  m.cfg.data.prefix = a.data;
+  m.cfg.data.blend.clear();
+  auto data = open_dataset(m.cfg, DataSplit::kAll);
+  const double loss = evaluate(*m.model, *data, m.cfg.train.micro_batch_size, m.cfg.train.seq_len,
+                               a.max_batches, m.cfg.precision, m.device);
+  std::printf("eval_loss=%.6f\n", loss);
+  return 0;
+}
+
+int cmd_plan(const CliArgs& a) {
+  Config cfg = job_config(a);
+  cfg.validate();
+  const int64_t n = count_parameters(cfg.model);
+  const double gib = 1024.0 * 1024 * 1024;
+  // fp32 master weights + fp32 grads + two fp32 Adam moments.
+  std::printf("model: %s, %lld layers, hidden %lld, heads %lld/%lld kv, ffn %lld, vocab %lld\n",
+              cfg.model.family.c_str(), (long long)cfg.model.num_layers, (long long)cfg.model.hidden_size,
+              (long long)cfg.model.num_heads, (long long)cfg.model.kv_heads(),
+              (long long)cfg.model.ffn_hidden_size, (long long)cfg.model.vocab_size);
+  std::printf("parameters=%lld\n", (long long)n);
+  std::printf("weights_gib=%.2f\ntraining_state_gib=%.2f\n", n * 4 / gib, n * 16 / gib);
+  std::printf("flops_per_token=%.4g\n", training_flops_per_token(cfg.model, cfg.train.seq_len));
+  return 0;
+}
+
+int cmd_convert(const CliArgs& a) {
+  WEFT_CHECK(!a.from.empty() && !a.to.empty(), "--from and --to are both required");
+  auto [from_kind, from_dir] = split_spec(a.from, "--from");
+  auto [to_kind, to_dir] = split_spec(a.to, "--to");
+  ModelConfig model_cfg;
+  Config cfg;
+  NamedTensors tensors;
+  int64_t step = 0;
+  std::string tokenizer_dir;
+  if (from_kind == "hf") {
+    auto hf = load_hf_model(from_dir);
+    model_cfg = hf.config;
+    tensors = std::move(hf.tensors);
+    cfg.model = model_cfg;
+    cfg.train.seq_len = std::min<int64_t>(cfg.train.seq_len, model_cfg.max_seq_len);
+    if (!hf.tokenizer.empty()) cfg.data.tokenizer = hf.tokenizer, tokenizer_dir = from_dir;
+  } else {
+    const auto dir = resolve_checkpoint_dir(from_dir);
+    cfg = checkpoint_config(dir);
+    model_cfg = cfg.model;
+    auto data = load_checkpoint(dir, /*with_optimizer=*/false);
+    tensors = std::move(data.model);
+    step = data.step;
+    if (fs::exists(fs::path(dir) / "vocab.json")) tokenizer_dir = dir;
+  }
+  for (const auto& o : a.overrides) apply_override(cfg, o);
+  // Validate names and shapes against the model Weft would build from this config.
+  Transformer check(model_cfg, at::TensorOptions().device(at::kMeta));
+  for (const auto& [name, t] : tensors) {
+    auto* p = check->named_parameters().find(name);
+    WEFT_CHECK(p && p->sizes() == t.sizes(), a.from, ": tensor '", name, "' does not fit the model config");
+  }
+  if (to_kind == "hf") {
+    save_hf_model(to_dir, model_cfg, tensors);
+    if (!tokenizer_dir.empty() && fs::absolute(tokenizer_dir) != fs::absolute(to_dir))
+      for (const char* f : {"vocab.json", "merges.txt"})
+        fs::copy_file(fs::path(tokenizer_dir) / f, fs::path(to_dir) / f, fs::copy_options::overwrite_existing);
+  } else {
+    CheckpointData data;
+    data.step = step;
+    data.model = std::move(tensors);
+    for (const char* f : {"vocab.json", "merges.txt"})
+      if (!tokenizer_dir.empty()) data.extra_files[f] = read_file((fs::path(tokenizer_dir) / f).string());
+    if (!tokenizer_dir.empty()) cfg.data.tokenizer = "gpt2:.";  // the checkpoint's own files
+    data.config_yaml = to_yaml(cfg);
+    data.trainer_state = {{"step", step}, {"consumed_samples", 0}, {"converted_from", a.from}};
+    save_checkpoint(to_dir, data);
+  }
+  std::printf("converted %s -> %s (%s, %lld parameters)\n", a.from.c_str(), a.to.c_str(),
+              model_cfg.family.c_str(), (long long)count_parameters(model_cfg));
+  return 0;
+}
+
+int cmd_preprocess(const CliArgs& a) {
+  WEFT_CHECK(!a.input.empty() && !a.output.empty(), "--input FILE and --output PREFIX are required");
+  PreprocessOptions opts;
+  opts.input = a.input;
+  opts.tokenizer_spec = a.tokenizer.empty() ? "byte" : a.tokenizer;
+  opts.output_prefix = a.output;
+  opts.json_key = a.json_key;
+  auto stats = run_preprocess(opts);
+  std::printf("preprocess: wrote %s.bin/.idx: documents=%lld tokens=%lld\n", a.output.c_str(),
+              (long long)stats.documents, (long long)stats.tokens);
+  return 0;
+}
+
+int cmd_generate(const CliArgs& a) {
+  WEFT_CHECK(!a.prompt.empty(), "--prompt TEXT is required");
+  auto m = load_model(a);
+  std::string spec = a.tokenizer.empty() ? m.cfg.data.tokenizer : a.tokenizer;
+  if (spec == "gpt2:.") spec = "gpt2:" + m.dir;  // tokenizer files stored in the checkpoint
+  auto tok = make_tokenizer(spec);
+  WEFT_CHECK(tok->vocab_size() <= m.cfg.model.vocab_size, "tokenizer '", spec, "' has ",
+             tok->vocab_size(), " tokens but the model only ", m.cfg.model.vocab_size,
+             "; pass the tokenizer the model was trained with (--tokenizer)");
+  GenerateOptions g;
+  g.max_new_tokens = a.max_new_tokens;
+  g.temperature = a.temperature;
+  g.top_k = a.top_k;
+  g.seed = static_cast<uint64_t>(a.seed);
+  g.stop_token = tok->eos_id();
+  std::printf("%s", a.prompt.c_str());
+  std::fflush(stdout);
+  auto out = generate(*m.model, tok->encode(a.prompt), g, [&](int64_t t) {
+    if (t == tok->eos_id()) return;
+    std::printf("%s", tok->decode({t}).c_str());
+    std::fflush(stdout);
+  });
+  std::printf("\n");
+  return 0;
+}
+
+}  // namespace weft

@@ -1,0 +1,41 @@
+// CUDA half of the device layer: device count, current device, pinned host memory and side
+// streams through LibTorch's CUDA runtime wrappers. Compiled only with WEFT_CUDA; it must build
+// and link without a GPU present.
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CachingHostAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "parallel/device.h"
+
+namespace weft {
+
+int cuda_device_count() { return static_cast<int>(c10::cuda::device_count()); }
+bool cuda_available() { return cuda_device_count() > 0; }
+
+void detail_set_current_device(const at::Device& d) { c10::cuda::set_device(d.index()); }
+
+at::Tensor pinned_empty_like(const at::Tensor& like) {
+  auto opts = like.options().device(at::kCPU);
+  if (!cuda_available()) return at::empty(like.sizes(), opts);
+  return at::empty(like.sizes(), opts.pinned_memory(true));
+}
+
+void run_on_side_stream(const at::Device& device, const std::function<void()>& fn) {
+  if (!device.is_cuda()) return fn();
+  auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
+  auto current = c10::cuda::getCurrentCUDAStream(device.index());
+  // The side stream must see everything already queued on the compute stream.
+  at::cuda::CUDAEvent ready;
+  ready.record(current);
+  ready.block(side);
+  {
+    c10::cuda::CUDAStreamGuard guard(side);
+    fn();
+  }
+  side.synchronize();
+}
+
+}  // namespace weft

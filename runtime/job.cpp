@@ -1,0 +1,104 @@
+// Shared pieces of train/eval/generate/convert.
+#include "runtime/job.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/fileio.h"
+#include "parallel/device.h"
+#include "runtime/data/gpt_dataset.h"
+
+namespace weft {
+
+Transformer build_model(const ModelConfig& cfg, const at::Device& device, uint64_t seed) {
+  // Initialise on the CPU (the per-parameter generators are CPU generators), then move.
+  Transformer model(cfg, at::TensorOptions().dtype(at::kFloat));
+  model->init_weights(seed);
+  if (!device.is_cpu()) model->to(device);
+  return model;
+}
+
+NamedTensors model_tensors(TransformerImpl& model) {
+  NamedTensors out;
+  for (const auto& item : model.named_parameters())
+    out.emplace_back(item.key(), item.value().detach().to(at::kCPU));
+  return out;
+}
+
+void load_model_tensors(TransformerImpl& model, const NamedTensors& tensors, const std::string& source) {
+  at::NoGradGuard no_grad;
+  auto params = model.named_parameters();
+  size_t matched = 0;
+  for (const auto& [name, t] : tensors) {
+    auto* p = params.find(name);
+    WEFT_CHECK(p, source, ": tensor '", name, "' is not a parameter of this model (",
+               model.config().family, ", ", model.config().num_layers,
+               " layers); is the checkpoint from another model config?");
+    WEFT_CHECK(p->sizes() == t.sizes(), source, ": '", name, "' has shape ", t.sizes(),
+               ", the model expects ", p->sizes(), "; check model.* keys against the checkpoint");
+    p->copy_(t);
+    ++matched;
+  }
+  for (const auto& item : params)
+    WEFT_CHECK(std::any_of(tensors.begin(), tensors.end(),
+                           [&](const auto& nt) { return nt.first == item.key(); }),
+               source, ": parameter '", item.key(), "' is missing from the checkpoint");
+}
+
+ComputeGuard::ComputeGuard(const std::string& precision, const at::Device& device) {
+  if (precision != "bf16") return;
+  type_ = device.type();
+  prev_enabled_ = at::autocast::is_autocast_enabled(*type_);
+  prev_dtype_ = at::autocast::get_autocast_dtype(*type_);
+  at::autocast::set_autocast_enabled(*type_, true);
+  at::autocast::set_autocast_dtype(*type_, at::kBFloat16);
+  at::autocast::increment_nesting();
+}
+
+ComputeGuard::~ComputeGuard() {
+  if (!type_) return;
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_autocast_enabled(*type_, prev_enabled_);
+  at::autocast::set_autocast_dtype(*type_, prev_dtype_);
+}
+
+std::shared_ptr<SampleSource> open_dataset(const Config& cfg, DataSplit split) {
+  GPTDatasetOptions opts;
+  opts.seq_len = cfg.train.seq_len;
+  opts.seed = static_cast<uint64_t>(cfg.train.seed);
+  opts.split = cfg.data.split;
+  opts.which = split == DataSplit::kTrain ? Split::kTrain : split == DataSplit::kValid ? Split::kValid : Split::kAll;
+  opts.shuffle = split == DataSplit::kTrain;
+  WEFT_CHECK(!cfg.data.prefix.empty() || !cfg.data.blend.empty(),
+             "config: set data.prefix (an indexed dataset made by `weft preprocess`) or data.blend");
+  return open_training_data(cfg.data.prefix, cfg.data.blend, opts, cfg.model.vocab_size);
+}
+
+double evaluate(TransformerImpl& model, const SampleSource& data, int64_t mbs, int64_t seq_len,
+                int64_t batches, const std::string& precision, const at::Device& device) {
+  at::NoGradGuard no_grad;
+  const int64_t total = data.num_samples();
+  if (batches <= 0) batches = (total + mbs - 1) / mbs;
+  double loss_sum = 0;
+  int64_t tokens = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t first = (b * mbs) % total;
+    const int64_t count = std::min(mbs, total - first);
+    auto batch = make_batch(data, first, count, seq_len).to(device);  // (count, T+1)
+    ComputeGuard compute(precision, device);
+    loss_sum += model.loss(batch).item<double>() * double(count * seq_len);
+    tokens += count * seq_len;
+  }
+  return loss_sum / double(tokens);
+}
+
+Config checkpoint_config(const std::string& step_dir) {
+  const auto path = (std::filesystem::path(step_dir) / "config.yaml").string();
+  Config cfg;
+  merge_config_yaml(cfg, read_file(path), path);
+  return cfg;
+}
+
+}  // namespace weft

@@ -1,0 +1,55 @@
+// Pieces every command of a job shares (train, eval, generate, convert): choosing the device,
+// building a model, moving its tensors in and out of checkpoints, the precision guard, data
+// opening and evaluation.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/config.h"
+#include "models/transformer.h"
+#include "runtime/checkpoint/checkpoint.h"
+
+namespace weft {
+
+class SampleSource;
+
+// A model with parameters in fp32 on `device`, initialised from `seed` (layout-independent).
+Transformer build_model(const ModelConfig& cfg, const at::Device& device, uint64_t seed);
+
+NamedTensors model_tensors(TransformerImpl& model);  // CPU copies, by parameter name
+// Copies `tensors` into the model; every parameter must be present with the right shape.
+// `source` (a path) names where they came from in errors.
+void load_model_tensors(TransformerImpl& model, const NamedTensors& tensors, const std::string& source);
+
+// Mixed precision for the forward pass: bf16 compute on fp32 master weights (autocast); a no-op
+// for fp32. RAII; not thread-safe (autocast state is thread-local).
+class ComputeGuard {
+ public:
+  ComputeGuard(const std::string& precision, const at::Device& device);
+  ~ComputeGuard();
+  ComputeGuard(const ComputeGuard&) = delete;
+  ComputeGuard& operator=(const ComputeGuard&) = delete;
+
+ private:
+  std::optional<at::DeviceType> type_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+enum class DataSplit { kTrain, kValid, kAll };
+// The job's dataset (data.prefix or data.blend) for one split; kAll is unshuffled, in order.
+std::shared_ptr<SampleSource> open_dataset(const Config& cfg, DataSplit split);
+
+// Mean next-token loss over `batches` micro-batches taken in order from sample 0 (all of them
+// when batches <= 0). Runs without autograd.
+double evaluate(TransformerImpl& model, const SampleSource& data, int64_t micro_batch_size,
+                int64_t seq_len, int64_t batches, const std::string& precision, const at::Device& device);
+
+// The config a checkpoint was written with, with `overrides` (key=value) applied.
+Config checkpoint_config(const std::string& step_dir);
+
+}  // namespace weft

@@ -1,0 +1,37 @@
+// FLOP accounting and a matmul peak probe through LibTorch.
+#include "runtime/perf.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "models/transformer.h"
+
+namespace weft {
+
+double training_flops_per_token(const ModelConfig& cfg, int64_t seq_len) {
+  const double V = cfg.vocab_size, C = cfg.hidden_size, L = cfg.num_layers;
+  double matmul_params = double(count_parameters(cfg)) - V * C;  // the input lookup is no matmul
+  if (cfg.family == "gpt2") matmul_params -= double(cfg.max_seq_len) * C;
+  if (cfg.tie_embeddings) matmul_params += V * C;  // the head still multiplies by it
+  return 6.0 * matmul_params + 12.0 * L * C * double(seq_len);
+}
+
+double measure_matmul_peak_flops(at::ScalarType dtype, const at::Device& device, double seconds,
+                                 int64_t n) {
+  auto opts = at::TensorOptions().dtype(dtype).device(device);
+  auto a = at::randn({n, n}, opts), b = at::randn({n, n}, opts), c = at::empty({n, n}, opts);
+  at::mm_out(c, a, b);  // warm up
+  using clock = std::chrono::steady_clock;
+  double best = 0;
+  const auto end = clock::now() + std::chrono::duration<double>(seconds);
+  while (clock::now() < end) {
+    const auto t0 = clock::now();
+    for (int i = 0; i < 4; ++i) at::mm_out(c, a, b);
+    (void)c.sum().item<double>();  // synchronise on devices that run asynchronously
+    const double dt = std::chrono::duration<double>(clock::now() - t0).count();
+    best = std::max(best, 4 * 2.0 * double(n) * n * n / dt);
+  }
+  return best;
+}
+
+}  // namespace weft

@@ -1,0 +1,30 @@
+// The subcommands of `weft`, each a thin layer over the library. Each returns the exit code and
+// throws weft::Error for bad input (main prints it as one line).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace weft {
+
+struct CliArgs {
+  std::string config;
+  std::vector<std::string> overrides;  // --set KEY=VALUE, in order
+  int nproc = 0;
+  std::string checkpoint, data, from, to, input, output, tokenizer, json_key, prompt;
+  int64_t max_batches = 0;
+  int max_new_tokens = 64;
+  double temperature = 0;
+  int top_k = 0;
+  int64_t seed = 0;
+};
+
+int cmd_train(const CliArgs& args);
+int cmd_eval(const CliArgs& args);
+int cmd_plan(const CliArgs& args);
+int cmd_convert(const CliArgs& args);
+int cmd_preprocess(const CliArgs& args);
+int cmd_generate(const CliArgs& args);
+
+}  // namespace weft
