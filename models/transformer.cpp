@@ -114,14 +114,14 @@ at::Tensor BlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, const 
 
 TransformerImpl::TransformerImpl(const ModelConfig& cfg, const at::TensorOptions& opts)
     : cfg_(cfg) {
-  embed = register_module("embed", Weight({cfg.vocab_size, cfg.hidden_size}, opts));
-  if (is_gpt2(cfg)) pos_embed = register_module("pos_embed", Weight({cfg.max_seq_len, cfg.hidden_size}, opts));
+  embed = register_module("embed", Weight(std::vector<int64_t>{cfg.vocab_size, cfg.hidden_size}, opts));
+  if (is_gpt2(cfg)) pos_embed = register_module("pos_embed", Weight(std::vector<int64_t>{cfg.max_seq_len, cfg.hidden_size}, opts));
   auto stack = register_module("layers", std::make_shared<torch::nn::Module>());
   for (int64_t i = 0; i < cfg.num_layers; ++i)
     layers.push_back(stack->register_module(std::to_string(i), Block(cfg, opts)));
   final_norm = register_module("final_norm", Norm(cfg.hidden_size, is_gpt2(cfg), cfg.norm_eps, opts));
   if (!cfg.tie_embeddings)
-    lm_head = register_module("lm_head", Weight({cfg.vocab_size, cfg.hidden_size}, opts));
+    lm_head = register_module("lm_head", Weight(std::vector<int64_t>{cfg.vocab_size, cfg.hidden_size}, opts));
 }
 
 at::Tensor rope_inv_freq(const ModelConfig& cfg) {

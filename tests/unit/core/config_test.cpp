@@ -1,0 +1,93 @@
+// Config: YAML into typed structs, --set overrides, unknown keys and wrong types named.
+#include "core/config.h"
+
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+
+namespace weft {
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, ParsesNestedKeysIntoTypedFields) {
+  Config c;
+  merge_config_yaml(c, "model:\n  hidden_size: 128\n  tie_embeddings: true\n  rope_scaling:\n    type: llama3\n"
+                       "optim:\n  lr: 1e-3\ndata:\n  blend: [0.3, a, 0.7, b]\nprecision: bf16\n", "t.yaml");
+  EXPECT_EQ(c.model.hidden_size, 128);
+  EXPECT_TRUE(c.model.tie_embeddings);
+  EXPECT_EQ(c.model.rope_scaling.type, "llama3");
+  EXPECT_DOUBLE_EQ(c.optim.lr, 1e-3);
+  EXPECT_EQ(c.data.blend, (std::vector<std::string>{"0.3", "a", "0.7", "b"}));
+  EXPECT_EQ(c.precision, "bf16");
+}
+
+TEST(Config, UnknownKeyNamesFileLineAndNearestKey) {
+  Config c;
+  auto msg = error_of([&] { merge_config_yaml(c, "model:\n  hidden_size: 8\n  num_layer: 2\n", "job.yaml"); });
+  EXPECT_NE(msg.find("job.yaml:3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.num_layer"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("did you mean 'model.num_layers'"), std::string::npos) << msg;
+}
+
+TEST(Config, WrongTypeNamesKeyAndExpectedType) {
+  Config c;
+  auto msg = error_of([&] { merge_config_yaml(c, "train:\n  steps: many\n", "job.yaml"); });
+  EXPECT_NE(msg.find("job.yaml:2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("train.steps expects an integer"), std::string::npos) << msg;
+  msg = error_of([&] { merge_config_yaml(c, "model: 3\n", "job.yaml"); });
+  EXPECT_NE(msg.find("unknown key 'model'"), std::string::npos) << msg;
+}
+
+TEST(Config, SetOverridesAnyKeyAndRejectsUnknown) {
+  Config c;
+  apply_override(c, "optim.lr=3e-4");
+  apply_override(c, "model.family=gpt2");
+  apply_override(c, "parallel.sequence_parallel=true");
+  apply_override(c, "data.blend=[1, x]");
+  EXPECT_DOUBLE_EQ(c.optim.lr, 3e-4);
+  EXPECT_EQ(c.model.family, "gpt2");
+  EXPECT_TRUE(c.parallel.sequence_parallel);
+  EXPECT_EQ(c.data.blend.size(), 2u);
+  auto msg = error_of([&] { apply_override(c, "optim.learning_rate=1"); });
+  EXPECT_NE(msg.find("did you mean 'optim.lr'"), std::string::npos) << msg;
+  EXPECT_NE(error_of([&] { apply_override(c, "noequals"); }), "");
+  EXPECT_NE(error_of([&] { apply_override(c, "train.steps=1.5"); }), "");
+}
+
+TEST(Config, ResolvedYamlRoundTrips) {
+  Config c;
+  apply_override(c, "model.rope_theta=500000");
+  apply_override(c, "run.dir=/tmp/x y");
+  apply_override(c, "data.blend=[0.5, a, 0.5, b]");
+  Config back;
+  merge_config_yaml(back, to_yaml(c), "resolved");
+  EXPECT_EQ(to_yaml(back), to_yaml(c));
+  EXPECT_DOUBLE_EQ(back.model.rope_theta, 500000.0);
+  EXPECT_EQ(back.run.dir, "/tmp/x y");
+}
+
+TEST(Config, ValidateRejectsImpossibleModels) {
+  Config c;
+  c.model.hidden_size = 100;
+  c.model.num_heads = 3;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("divisible"), std::string::npos);
+  Config d;
+  d.train.seq_len = d.model.max_seq_len + 1;
+  EXPECT_NE(error_of([&] { d.validate(); }).find("train.seq_len"), std::string::npos);
+}
+
+TEST(Config, MissingFileNamesPath) {
+  auto msg = error_of([] { load_config("/nonexistent/job.yaml"); });
+  EXPECT_NE(msg.find("/nonexistent/job.yaml"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace weft
