@@ -1,0 +1,30 @@
+# The README's two commands (make demo, make test) plus build and bench helpers. Each target
+# runs the setup first, so it works alone on a fresh machine.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+# ccache must accept the precompiled LibTorch header.
+export CCACHE_SLOPPINESS = pch_defines,time_macros,include_file_mtime,include_file_ctime
+export CCACHE_MAXSIZE ?= 5G
+
+.PHONY: setup build test demo bench clean
+
+setup:
+	@bash tools/setup.sh
+
+$(BUILD)/build.ninja: CMakeLists.txt
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+
+build: setup $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j 2
+
+demo: build
+	@bash tools/demo.sh $(BUILD)
+
+bench: build
+	.venv/bin/python tools/bench/bench.py --build $(BUILD)
+
+clean:
+	rm -rf $(BUILD)
