@@ -67,9 +67,11 @@ ComputeGuard::~ComputeGuard() {
 std::shared_ptr<SampleSource> open_dataset(const Config& cfg, DataSplit split) {
   GPTDatasetOptions opts;
   opts.seq_len = cfg.train.seq_len;
-  opts.seed = static_cast<uint64_t>(cfg.train.seed);
+  opts.seed = cfg.train.seed;
   opts.split = cfg.data.split;
-  opts.which = split == DataSplit::kTrain ? Split::kTrain : split == DataSplit::kValid ? Split::kValid : Split::kAll;
+  opts.which = split == DataSplit::kTrain   ? SplitPart::kTrain
+               : split == DataSplit::kValid ? SplitPart::kValid
+                                            : SplitPart::kAll;
   opts.shuffle = split == DataSplit::kTrain;
   WEFT_CHECK(!cfg.data.prefix.empty() || !cfg.data.blend.empty(),
              "config: set data.prefix (an indexed dataset made by `weft preprocess`) or data.blend");
