@@ -3,6 +3,7 @@
 // and RNG, so a resumed run continues bit for bit.
 #include "runtime/trainer.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <glog/logging.h>
@@ -108,8 +109,8 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
     s.step = data.step;
     s.optim->load_state(data.optimizer, s.step);
     s.consumed_samples = data.trainer_state.at("consumed_samples").get<int64_t>();
-    at::detail::getDefaultCPUGenerator().set_state(
-        hex_to_bytes(data.trainer_state.at("rng_cpu").get<std::string>()));
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(hex_to_bytes(data.trainer_state.at("rng_cpu").get<std::string>()));
     LOG(INFO) << "resumed from " << *latest << " at step " << s.step;
     s.metrics->write({{"event", "resume"}, {"step", s.step}, {"checkpoint", *latest}});
   }

@@ -2,6 +2,8 @@
 // (eval_loss=, parameters=) that scripts and tests read.
 #include "tools/cli/commands.h"
 
+#include <ATen/Parallel.h>
+
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
