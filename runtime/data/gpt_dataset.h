@@ -1,0 +1,146 @@
+// GPT training samples from indexed datasets: fixed-length windows over a document split,
+// shuffled per epoch, optionally blended from several datasets. A sample depends only on
+// (data, seed, index), never on the parallel layout, so every (TP, PP, DP) sees the same data.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "runtime/data/indexed_dataset.h"
+
+namespace weft {
+
+// A deterministic, indexable source of training samples of seq_len + 1 tokens (inputs are
+// tokens[0, seq_len), labels tokens[1, seq_len + 1)).
+// Thread safety: implementations make get() safe to call concurrently.
+class SampleSource {
+ public:
+  virtual ~SampleSource() = default;
+  // Samples in one epoch (> 0).
+  virtual int64_t num_samples() const = 0;
+  virtual int64_t seq_len() const = 0;
+  // Writes sample `index` (any index >= 0; index / num_samples() is the epoch) as
+  // seq_len() + 1 tokens into out.
+  virtual void get(int64_t index, int64_t* out) const = 0;
+};
+
+enum class SplitPart { kTrain, kValid, kAll };
+
+struct GPTDatasetOptions {
+  int64_t seq_len = 1024;
+  int64_t seed = 1234;
+  // Shares of documents for train, validation (and an optional third part Weft does not use),
+  // as in Megatron's --split: contiguous document ranges in file order.
+  std::string split = "98,2";
+  SplitPart which = SplitPart::kTrain;
+  // false: samples in stream order in every epoch (evaluation windows).
+  bool shuffle = true;
+};
+
+// Document range [begin, end) that `which` selects out of num_documents under `split`, computed
+// like Megatron: cumulative shares, each bound rounded half-to-even. Throws on a bad split.
+std::pair<int64_t, int64_t> split_documents(const std::string& split, SplitPart which,
+                                            int64_t num_documents);
+
+// Samples over one split of one indexed dataset. The chosen documents' tokens form one stream
+// in document order; sample k (before shuffling) is stream[k*T, k*T + T + 1) for T = seq_len,
+// so samples cross document boundaries and overlap by one token; num_samples = (N - 1) / T.
+// Epoch e visits the samples in a Fisher-Yates permutation drawn from mt19937_64 seeded by
+// (seed, e).
+// Owns: a shared reference to the dataset, a prefix sum over the chosen sequences (8 bytes per
+//   sequence) and the permutations of the two most recently used epochs (8 bytes per sample).
+// Throws: weft::Error naming the prefix, split and token count when the chosen part has fewer
+//   than seq_len + 1 tokens. get() is thread-safe.
+class GPTDataset : public SampleSource {
+ public:
+  GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTDatasetOptions& options);
+
+  int64_t num_samples() const override { return num_samples_; }
+  int64_t seq_len() const override { return options_.seq_len; }
+  void get(int64_t index, int64_t* out) const override;
+
+  // Tokens in the chosen part's stream, and its document range.
+  int64_t num_tokens() const { return cumulative_.back(); }
+  int64_t first_document() const { return doc_begin_; }
+  int64_t end_document() const { return doc_end_; }
+  // Sample (in stream order) that global index `index` maps to.
+  int64_t sample_for(int64_t index) const;
+
+ private:
+  std::shared_ptr<const std::vector<int64_t>> permutation(int64_t epoch) const;
+  void read_stream(int64_t start, int64_t count, int64_t* out) const;
+
+  std::shared_ptr<const IndexedDataset> data_;
+  GPTDatasetOptions options_;
+  int64_t doc_begin_ = 0, doc_end_ = 0;
+  int64_t seq_begin_ = 0;            // first sequence of the chosen documents
+  std::vector<int64_t> cumulative_;  // tokens before chosen sequence j; back() = total
+  int64_t num_samples_ = 0;
+
+  mutable std::mutex mutex_;  // guards the permutation cache
+  mutable std::vector<std::pair<int64_t, std::shared_ptr<const std::vector<int64_t>>>> perms_;
+};
+
+// The permutation of [0, n) GPTDataset uses for (seed, epoch): Fisher-Yates driven by
+// std::mt19937_64 with a hand-written bounded draw, so it is identical on every platform.
+std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch);
+
+// A weighted blend of sources. Global sample i goes to the source whose count so far falls
+// furthest below weight * (i + 1) (ties: lowest source index), and is that source's next sample;
+// this greedy rule (Megatron's) keeps every prefix of the blend within about one sample per
+// source of the weights.
+// The assignment is computed lazily in chunks of kChunk samples: the per-source counts at each
+// chunk start are kept (num_sources * 8 bytes per chunk) and the latest chunk is decoded, so
+// sequential access is O(num_sources) per sample and a jump to index i costs O(i) once.
+// num_samples() is the sum of the sources' num_samples(); indices beyond it keep blending (the
+// sources move on to later epochs).
+// Owns: shared references to the sources. Throws: weft::Error for no sources, a negative or
+//   non-finite weight, all-zero weights, or sources with different seq_len. get() is thread-safe.
+class BlendedDataset : public SampleSource {
+ public:
+  static constexpr int64_t kChunk = 4096;
+
+  BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> sources,
+                 std::vector<double> weights);
+
+  int64_t num_samples() const override { return num_samples_; }
+  int64_t seq_len() const override { return seq_len_; }
+  void get(int64_t index, int64_t* out) const override;
+
+  // (source, that source's sample index) for global sample `index`.
+  std::pair<int, int64_t> locate(int64_t index) const;
+  const std::vector<double>& weights() const { return weights_; }
+
+ private:
+  void decode_chunk(int64_t chunk) const;  // requires mutex_ held
+
+  std::vector<std::shared_ptr<const SampleSource>> sources_;
+  std::vector<double> weights_;  // normalised
+  int64_t num_samples_ = 0;
+  int64_t seq_len_ = 0;
+
+  mutable std::mutex mutex_;
+  // counts_at_[c][k]: samples source k received before global sample c * kChunk.
+  mutable std::vector<std::vector<int64_t>> counts_at_;
+  mutable int64_t decoded_chunk_ = -1;
+  mutable std::vector<int> chunk_source_;       // (kChunk,)
+  mutable std::vector<int64_t> chunk_sample_;   // (kChunk,)
+};
+
+// Samples [first, first + count) of `source` as an int64 tensor of shape (count, seq_len + 1).
+at::Tensor make_batch(const SampleSource& source, int64_t first, int64_t count, int64_t seq_len);
+
+// Opens training data from either one prefix or a blend ("weight, prefix, weight, prefix, ...",
+// as in data.blend), builds GPTDatasets with `options` (a BlendedDataset for a blend), and checks
+// every token is in [0, vocab_size). Throws weft::Error naming the dataset otherwise.
+std::shared_ptr<SampleSource> open_training_data(const std::string& prefix,
+                                                 const std::vector<std::string>& blend,
+                                                 const GPTDatasetOptions& options,
+                                                 int64_t vocab_size);
+
+}  // namespace weft

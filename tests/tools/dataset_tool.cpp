@@ -1,0 +1,129 @@
+// Test-only CLI over runtime/data, so Python parity tests can drive Weft's dataset and tokenizer
+// code and compare it with Megatron-core and Hugging Face. Not installed; not a user interface.
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "runtime/data/indexed_dataset.h"
+#include "runtime/data/preprocess.h"
+#include "runtime/data/tokenizer.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: weft_dataset_tool COMMAND ...\n"
+    "  dump PREFIX               one line of tokens per sequence, then 'documents: ...'\n"
+    "  write PREFIX DTYPE_CODE   stdin: one document per line (space-separated ids)\n"
+    "  preprocess INPUT SPEC PREFIX [--json-key K] [--no-eos]\n"
+    "  encode SPEC               stdin text -> space-separated ids\n"
+    "  decode SPEC               stdin ids -> text on stdout\n"
+    "  encode-batch SPEC         stdin JSON list of strings -> JSON list of id lists\n"
+    "  decode-batch SPEC         stdin JSON list of id lists -> JSON list of strings\n";
+
+std::string read_stdin() {
+  std::ios::sync_with_stdio(false);
+  return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+}
+
+void print_ids(const std::vector<int64_t>& ids) {
+  std::string line;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) line.push_back(' ');
+    line += std::to_string(ids[i]);
+  }
+  std::cout << line << '\n';
+}
+
+int dump(const std::string& prefix) {
+  weft::IndexedDataset data(prefix);
+  std::vector<int64_t> tokens;
+  for (int64_t s = 0; s < data.num_sequences(); ++s) {
+    tokens.resize(static_cast<size_t>(data.sequence_length(s)));
+    data.read(s, 0, static_cast<int64_t>(tokens.size()), tokens.data());
+    print_ids(tokens);
+  }
+  std::cout << "documents:";
+  for (int64_t d : data.document_indices()) std::cout << ' ' << d;
+  std::cout << "\ndtype: " << data.dtype_code() << '\n';
+  return 0;
+}
+
+int write(const std::string& prefix, int code) {
+  weft::IndexedDatasetWriter writer(prefix, code);
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    std::istringstream in(line);
+    std::vector<int64_t> doc;
+    int64_t v;
+    while (in >> v) doc.push_back(v);
+    writer.add_document(doc);
+  }
+  writer.finalize();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    if (args.size() == 2 && args[0] == "dump") return dump(args[1]);
+    if (args.size() == 3 && args[0] == "write") return write(args[1], std::stoi(args[2]));
+    if (args.size() == 2 && args[0] == "encode") {
+      print_ids(weft::make_tokenizer(args[1])->encode(read_stdin()));
+      return 0;
+    }
+    if (args.size() == 2 && args[0] == "decode") {
+      std::istringstream in(read_stdin());
+      std::vector<int64_t> ids;
+      int64_t v;
+      while (in >> v) ids.push_back(v);
+      std::cout << weft::make_tokenizer(args[1])->decode(ids);
+      return 0;
+    }
+    // Batch forms: one process (and one LibTorch load) for many texts.
+    if (args.size() == 2 && args[0] == "encode-batch") {
+      auto tok = weft::make_tokenizer(args[1]);
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& s : nlohmann::json::parse(read_stdin())) {
+        out.push_back(tok->encode(s.get<std::string>()));
+      }
+      std::cout << out.dump() << '\n';
+      return 0;
+    }
+    if (args.size() == 2 && args[0] == "decode-batch") {
+      auto tok = weft::make_tokenizer(args[1]);
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& ids : nlohmann::json::parse(read_stdin())) {
+        out.push_back(tok->decode(ids.get<std::vector<int64_t>>()));
+      }
+      std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+      return 0;
+    }
+    if (args.size() >= 4 && args[0] == "preprocess") {
+      weft::PreprocessOptions o;
+      o.input = args[1];
+      o.tokenizer_spec = args[2];
+      o.output_prefix = args[3];
+      for (size_t i = 4; i < args.size(); ++i) {
+        if (args[i] == "--no-eos") o.append_eos = false;
+        else if (args[i] == "--json-key" && i + 1 < args.size()) o.json_key = args[++i];
+        else throw weft::Error("unknown preprocess option " + args[i]);
+      }
+      weft::PreprocessStats s = weft::run_preprocess(o);
+      std::cout << "documents=" << s.documents << " tokens=" << s.tokens
+                << " dtype=" << s.dtype_code << '\n';
+      return 0;
+    }
+    std::cerr << kUsage;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << '\n';
+    return 1;
+  }
+}
