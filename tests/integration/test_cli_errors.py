@@ -29,7 +29,7 @@ def main():
     expect_error("missing config", ["train", "--config", os.path.join(work, "nope.yaml")], "nope.yaml")
     expect_error("unknown key", ["train", "--config", bad_yaml], "bad.yaml:3", "model.hidden_sise", "model.hidden_size")
     expect_error("wrong type", ["train", "--config", typed], "typed.yaml:2", "train.steps", "integer")
-    expect_error("unknown --set key", base + ["--set", "optim.learning_rate=1"], "optim.learning_rate", "optim.lr")
+    expect_error("unknown --set key", base + ["--set", "optim.wieght_decay=1"], "optim.wieght_decay", "optim.weight_decay")
     expect_error("no data configured", base, "data.prefix")
     expect_error("missing dataset", base + ["--set", "data.prefix=" + os.path.join(work, "absent")], "absent")
 

@@ -15,7 +15,7 @@ MODEL_TOOL = os.path.join(BUILD, "tests", "weft_model_tool")
 def run(args, check=True, env=None, timeout=600):
     """Runs a command, returns CompletedProcess; on unexpected failure prints its output."""
     full_env = dict(os.environ, **(env or {}))
-    p = subprocess.run(args, capture_output=True, text=True, env=full_env, timeout=timeout)
+    p = subprocess.run(args, capture_output=True, text=True, errors="replace", env=full_env, timeout=timeout)
     if check and p.returncode != 0:
         sys.stderr.write(f"command failed ({p.returncode}): {' '.join(args)}\n{p.stdout}\n{p.stderr}\n")
         raise SystemExit(1)

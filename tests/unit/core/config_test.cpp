@@ -56,8 +56,8 @@ TEST(Config, SetOverridesAnyKeyAndRejectsUnknown) {
   EXPECT_EQ(c.model.family, "gpt2");
   EXPECT_TRUE(c.parallel.sequence_parallel);
   EXPECT_EQ(c.data.blend.size(), 2u);
-  auto msg = error_of([&] { apply_override(c, "optim.learning_rate=1"); });
-  EXPECT_NE(msg.find("did you mean 'optim.lr'"), std::string::npos) << msg;
+  auto msg = error_of([&] { apply_override(c, "optim.wieght_decay=1"); });
+  EXPECT_NE(msg.find("did you mean 'optim.weight_decay'"), std::string::npos) << msg;
   EXPECT_NE(error_of([&] { apply_override(c, "noequals"); }), "");
   EXPECT_NE(error_of([&] { apply_override(c, "train.steps=1.5"); }), "");
 }
