@@ -128,8 +128,8 @@ class BlendedDataset : public SampleSource {
   // counts_at_[c][k]: samples source k received before global sample c * kChunk.
   mutable std::vector<std::vector<int64_t>> counts_at_;
   mutable int64_t decoded_chunk_ = -1;
-  mutable std::vector<int> chunk_source_;       // (kChunk,)
-  mutable std::vector<int64_t> chunk_sample_;   // (kChunk,)
+  mutable std::vector<int> chunk_source_;      // (kChunk,)
+  mutable std::vector<int64_t> chunk_sample_;  // (kChunk,)
 };
 
 // Samples [first, first + count) of `source` as an int64 tensor of shape (count, seq_len + 1).

@@ -113,8 +113,10 @@ TEST(GPTDatasetTest, ShuffleIsPinnedAcrossPlatformsAndReleases) {
 }
 
 TEST(GPTDatasetTest, SplitFollowsMegatronRounding) {
-  EXPECT_EQ(split_documents("98,2", SplitPart::kTrain, 100), std::make_pair(int64_t{0}, int64_t{98}));
-  EXPECT_EQ(split_documents("98,2", SplitPart::kValid, 100), std::make_pair(int64_t{98}, int64_t{100}));
+  EXPECT_EQ(split_documents("98,2", SplitPart::kTrain, 100),
+            std::make_pair(int64_t{0}, int64_t{98}));
+  EXPECT_EQ(split_documents("98,2", SplitPart::kValid, 100),
+            std::make_pair(int64_t{98}, int64_t{100}));
   // Python's round is half-to-even: 1.5 -> 2, 2.5 -> 2.
   EXPECT_EQ(split_documents("1,1", SplitPart::kTrain, 3), std::make_pair(int64_t{0}, int64_t{2}));
   EXPECT_EQ(split_documents("1,1", SplitPart::kTrain, 5), std::make_pair(int64_t{0}, int64_t{2}));
@@ -122,10 +124,12 @@ TEST(GPTDatasetTest, SplitFollowsMegatronRounding) {
   EXPECT_EQ(split_documents("949,50,1", SplitPart::kValid, 1000),
             std::make_pair(int64_t{949}, int64_t{999}));
   EXPECT_EQ(split_documents("100", SplitPart::kValid, 7), std::make_pair(int64_t{7}, int64_t{7}));
-  EXPECT_EQ(split_documents("anything", SplitPart::kAll, 7), std::make_pair(int64_t{0}, int64_t{7}));
+  EXPECT_EQ(split_documents("anything", SplitPart::kAll, 7),
+            std::make_pair(int64_t{0}, int64_t{7}));
   for (const char* bad : {"", "98,", "a,b", "-1,2", "0,0", "1,1,1,1"}) {
     EXPECT_NE(error_of([&] { split_documents(bad, SplitPart::kTrain, 10); }).find("data.split"),
-              std::string::npos) << bad;
+              std::string::npos)
+        << bad;
   }
 }
 
@@ -187,7 +191,8 @@ TEST(GPTDatasetTest, ConcurrentReadsMatchSequential) {
   std::vector<int> mismatches(4, 0);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
-      for (int64_t i = t; i < n; i += 3) mismatches[t] += sample(ds, (i * 7) % n) != want[(i * 7) % n];
+      for (int64_t i = t; i < n; i += 3)
+        mismatches[t] += sample(ds, (i * 7) % n) != want[(i * 7) % n];
     });
   }
   for (auto& th : threads) th.join();
@@ -294,10 +299,15 @@ TEST(OpenTrainingDataTest, ChecksVocabAndParsesBlends) {
   EXPECT_EQ(make_batch(*blend, 0, 3, 8).size(0), 3);
 
   EXPECT_NE(error_of([&] { open_training_data("", {}, o, 2000); }), "");
-  EXPECT_NE(error_of([&] { open_training_data(dir.file("a"), {"1", dir.file("b")}, o, 2000); }), "");
+  EXPECT_NE(error_of([&] {
+              open_training_data(dir.file("a"), {"1", dir.file("b")}, o, 2000);
+            }),
+            "");
   EXPECT_NE(error_of([&] { open_training_data("", {"1", dir.file("a"), "x"}, o, 2000); }), "");
   EXPECT_NE(error_of([&] { open_training_data("", {"heavy", dir.file("a")}, o, 2000); }), "");
-  msg = error_of([&] { open_training_data("", {"1", dir.file("a"), "1", dir.file("b")}, o, 1035); });
+  msg = error_of([&] {
+    open_training_data("", {"1", dir.file("a"), "1", dir.file("b")}, o, 1035);
+  });
   EXPECT_NE(msg.find(dir.file("a")), std::string::npos) << msg;
 }
 

@@ -21,14 +21,38 @@ using testing::write_file;
 std::vector<std::vector<int64_t>> sample_docs(int code) {
   int64_t lo = 0, hi = 0;
   switch (code) {
-    case kDtypeUInt8: lo = 0; hi = 255; break;
-    case kDtypeInt8: lo = -128; hi = 127; break;
-    case kDtypeInt16: lo = -32768; hi = 32767; break;
-    case kDtypeInt32: lo = std::numeric_limits<int32_t>::min(); hi = std::numeric_limits<int32_t>::max(); break;
-    case kDtypeInt64: lo = std::numeric_limits<int64_t>::min(); hi = std::numeric_limits<int64_t>::max(); break;
-    case kDtypeFloat64: lo = -(int64_t{1} << 53); hi = int64_t{1} << 53; break;
-    case kDtypeFloat32: lo = -(int64_t{1} << 24); hi = int64_t{1} << 24; break;
-    case kDtypeUInt16: lo = 0; hi = 65535; break;
+    case kDtypeUInt8:
+      lo = 0;
+      hi = 255;
+      break;
+    case kDtypeInt8:
+      lo = -128;
+      hi = 127;
+      break;
+    case kDtypeInt16:
+      lo = -32768;
+      hi = 32767;
+      break;
+    case kDtypeInt32:
+      lo = std::numeric_limits<int32_t>::min();
+      hi = std::numeric_limits<int32_t>::max();
+      break;
+    case kDtypeInt64:
+      lo = std::numeric_limits<int64_t>::min();
+      hi = std::numeric_limits<int64_t>::max();
+      break;
+    case kDtypeFloat64:
+      lo = -(int64_t{1} << 53);
+      hi = int64_t{1} << 53;
+      break;
+    case kDtypeFloat32:
+      lo = -(int64_t{1} << 24);
+      hi = int64_t{1} << 24;
+      break;
+    case kDtypeUInt16:
+      lo = 0;
+      hi = 65535;
+      break;
   }
   return {{lo, hi, 0, 1, 2}, {}, {7}, {3, 3, 3, 100, 5, 9, 11}, {hi, lo}};
 }
@@ -39,7 +63,8 @@ std::vector<int64_t> read_all(const IndexedDataset& d, int64_t seq) {
   return out;
 }
 
-void write_docs(const std::string& prefix, int code, const std::vector<std::vector<int64_t>>& docs) {
+void write_docs(const std::string& prefix, int code,
+                const std::vector<std::vector<int64_t>>& docs) {
   IndexedDatasetWriter w(prefix, code);
   for (const auto& d : docs) w.add_document(d);
   w.finalize();

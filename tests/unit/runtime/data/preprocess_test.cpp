@@ -54,8 +54,9 @@ TEST(PreprocessTest, JsonLines) {
   EXPECT_EQ(st.skipped_empty, 1);
   EXPECT_EQ(st.tokens, 6 + 11);
   EXPECT_EQ(st.dtype_code, kDtypeUInt16);
-  EXPECT_EQ(documents_of(dir.file("out/nested/ds")),
-            (std::vector<std::vector<int64_t>>{bytes_eos("hello"), bytes_eos("caf\xC3\xA9\nline")}));
+  EXPECT_EQ(
+      documents_of(dir.file("out/nested/ds")),
+      (std::vector<std::vector<int64_t>>{bytes_eos("hello"), bytes_eos("caf\xC3\xA9\nline")}));
 }
 
 TEST(PreprocessTest, OtherJsonKeyAndNoEos) {
@@ -75,10 +76,10 @@ TEST(PreprocessTest, PlainTextParagraphsAreDocuments) {
              "\n\nfirst line\nsecond line\n\n\n  \t\nnext doc\r\nwith crlf\r\n\r\nlast");
   PreprocessStats st = run_preprocess(options(dir.file("in.txt"), dir.file("ds")));
   EXPECT_EQ(st.documents, 3);
-  EXPECT_EQ(documents_of(dir.file("ds")),
-            (std::vector<std::vector<int64_t>>{bytes_eos("first line\nsecond line"),
-                                               bytes_eos("next doc\nwith crlf"),
-                                               bytes_eos("last")}));
+  EXPECT_EQ(
+      documents_of(dir.file("ds")),
+      (std::vector<std::vector<int64_t>>{bytes_eos("first line\nsecond line"),
+                                         bytes_eos("next doc\nwith crlf"), bytes_eos("last")}));
 }
 
 TEST(PreprocessTest, BadLinesNameFileAndLine) {
@@ -109,7 +110,8 @@ TEST(PreprocessTest, FailedRunKeepsPreviousOutput) {
   run_preprocess(options(dir.file("good.jsonl"), dir.file("ds")));
   write_file(dir.file("bad.jsonl"), "{\"text\": \"new\"}\nnot json\n");
   EXPECT_NE(error_of([&] { run_preprocess(options(dir.file("bad.jsonl"), dir.file("ds"))); }), "");
-  EXPECT_EQ(documents_of(dir.file("ds")), (std::vector<std::vector<int64_t>>{bytes_eos("keep me")}));
+  EXPECT_EQ(documents_of(dir.file("ds")),
+            (std::vector<std::vector<int64_t>>{bytes_eos("keep me")}));
   EXPECT_FALSE(std::filesystem::exists(dir.file("ds.bin.tmp")));
   EXPECT_FALSE(std::filesystem::exists(dir.file("ds.idx.tmp")));
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "tests/unit/runtime/data/data_test_util.h"
 
@@ -59,8 +60,8 @@ using Merges = std::vector<std::pair<std::string, std::string>>;
 // A vocabulary with ids 0..255 for the bytes (id = byte value), then the merge results in order.
 class TinyBpe {
  public:
-  explicit TinyBpe(const Merges& merges,
-                   bool with_eos = true, const std::string& header = "#version: 0.2\n") {
+  explicit TinyBpe(const Merges& merges, bool with_eos = true,
+                   const std::string& header = "#version: 0.2\n") {
     nlohmann::json vocab = nlohmann::json::object();
     for (int b = 0; b < 256; ++b) vocab[sym(static_cast<unsigned char>(b))] = b;
     std::string text = header;
@@ -145,6 +146,29 @@ TEST(Gpt2TokenizerTest, AnyBytesRoundTrip) {
   for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
   EXPECT_EQ(t.decode(t.encode(all)), all);
   EXPECT_EQ(t.decode(t.encode(all + all + " ab ab\n\n")), all + all + " ab ab\n\n");
+}
+
+TEST(Gpt2TokenizerTest, ConcurrentEncodeMatchesSequential) {
+  TinyBpe bpe(Merges{{"a", "b"}, {G, "ab"}, {"c", "d"}, {G, G}});
+  std::vector<std::string> texts;
+  for (int i = 0; i < 64; ++i) {
+    std::string s;
+    for (int j = 0; j < 50 + i; ++j) s += (j * 7 + i) % 5 ? "ab cd " : "  x\n";
+    texts.push_back(s);
+  }
+  std::vector<std::vector<int64_t>> want;
+  for (const auto& s : texts) want.push_back(bpe.tok().encode(s));
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int r = 0; r < 20; ++r)
+        for (size_t i = t; i < texts.size(); i += 2)
+          mismatches[t] += bpe.tok().encode(texts[i]) != want[i];
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches, (std::vector<int>{0, 0, 0, 0}));
 }
 
 TEST(Gpt2TokenizerTest, EosIsOptionalUntilAskedFor) {
