@@ -95,8 +95,8 @@ std::pair<int64_t, int64_t> split_documents(const std::string& split, SplitPart 
 std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch) {
   std::vector<int64_t> p(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) p[i] = i;
-  std::mt19937_64 rng(splitmix64(splitmix64(static_cast<uint64_t>(seed)) ^
-                                 static_cast<uint64_t>(epoch)));
+  std::mt19937_64 rng(
+      splitmix64(splitmix64(static_cast<uint64_t>(seed)) ^ static_cast<uint64_t>(epoch)));
   for (int64_t i = n - 1; i > 0; --i) {
     int64_t j = static_cast<int64_t>(bounded(rng, static_cast<uint64_t>(i) + 1));
     std::swap(p[i], p[j]);
@@ -106,8 +106,7 @@ std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch) {
 
 // ---- GPTDataset --------------------------------------------------------------------------
 
-GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> data,
-                       const GPTDatasetOptions& options)
+GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTDatasetOptions& options)
     : data_(std::move(data)), options_(options) {
   WEFT_CHECK(data_ != nullptr, "GPTDataset needs a dataset");
   WEFT_CHECK(options_.seq_len >= 1, "train.seq_len must be >= 1, got ", options_.seq_len);
@@ -123,8 +122,8 @@ GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> data,
   }
   const int64_t tokens = cumulative_.back();
   WEFT_CHECK(tokens >= options_.seq_len + 1, "dataset ", data_->prefix(), ": the ",
-             part_name(options_.which), " part of data.split \"", options_.split,
-             "\" (documents [", doc_begin_, ", ", doc_end_, ") of ", docs, ") has ", tokens,
+             part_name(options_.which), " part of data.split \"", options_.split, "\" (documents [",
+             doc_begin_, ", ", doc_end_, ") of ", docs, ") has ", tokens,
              " tokens, but one sample needs seq_len + 1 = ", options_.seq_len + 1,
              "; use more data, a smaller train.seq_len, or a different data.split");
   num_samples_ = (tokens - 1) / options_.seq_len;
@@ -176,8 +175,8 @@ BlendedDataset::BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> 
                                std::vector<double> weights)
     : sources_(std::move(sources)), weights_(std::move(weights)) {
   WEFT_CHECK(!sources_.empty(), "a data blend needs at least one dataset");
-  WEFT_CHECK(sources_.size() == weights_.size(), "data blend: ", sources_.size(),
-             " datasets but ", weights_.size(), " weights");
+  WEFT_CHECK(sources_.size() == weights_.size(), "data blend: ", sources_.size(), " datasets but ",
+             weights_.size(), " weights");
   WEFT_CHECK(sources_.size() < 65536, "data blend: too many datasets (", sources_.size(), ")");
   double sum = 0;
   for (size_t k = 0; k < weights_.size(); ++k) {
@@ -202,8 +201,7 @@ BlendedDataset::BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> 
 namespace {
 // The greedy choice for global sample i given the counts so far: the source whose count is
 // furthest below its target weight * (i + 1). Ties go to the lowest index.
-int pick_source(const std::vector<double>& weights, const std::vector<int64_t>& counts,
-                int64_t i) {
+int pick_source(const std::vector<double>& weights, const std::vector<int64_t>& counts, int64_t i) {
   const double target = static_cast<double>(i + 1);
   int best = 0;
   double best_error = weights[0] * target - static_cast<double>(counts[0]);
@@ -253,8 +251,7 @@ void BlendedDataset::get(int64_t index, int64_t* out) const {
 
 // ---- helpers -----------------------------------------------------------------------------
 
-at::Tensor make_batch(const SampleSource& source, int64_t first, int64_t count,
-                      int64_t seq_len) {
+at::Tensor make_batch(const SampleSource& source, int64_t first, int64_t count, int64_t seq_len) {
   WEFT_CHECK(seq_len == source.seq_len(), "make_batch: seq_len ", seq_len,
              " differs from the dataset's ", source.seq_len());
   WEFT_CHECK(first >= 0 && count >= 0, "make_batch: bad range first=", first, " count=", count);
@@ -268,8 +265,8 @@ namespace {
 std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, int64_t vocab) {
   auto data = std::make_shared<const IndexedDataset>(prefix);
   WEFT_CHECK(data->num_tokens() == 0 || (data->min_token() >= 0 && data->max_token() < vocab),
-             "dataset ", prefix, " has token ids in [", data->min_token(), ", ",
-             data->max_token(), "] but model.vocab_size is ", vocab,
+             "dataset ", prefix, " has token ids in [", data->min_token(), ", ", data->max_token(),
+             "] but model.vocab_size is ", vocab,
              "; fix model.vocab_size (it must exceed the largest id) or re-run `weft preprocess` "
              "with the model's tokenizer");
   return data;
@@ -280,14 +277,15 @@ std::shared_ptr<SampleSource> open_training_data(const std::string& prefix,
                                                  const std::vector<std::string>& blend,
                                                  const GPTDatasetOptions& options,
                                                  int64_t vocab_size) {
-  WEFT_CHECK(prefix.empty() != blend.empty(),
-             "set exactly one of data.prefix and data.blend (got ",
+  WEFT_CHECK(prefix.empty() != blend.empty(), "set exactly one of data.prefix and data.blend (got ",
              prefix.empty() ? "neither" : "both", ")");
   if (!prefix.empty()) {
     return std::make_shared<GPTDataset>(open_checked(prefix, vocab_size), options);
   }
-  WEFT_CHECK(blend.size() % 2 == 0, "data.blend must alternate weight and prefix "
-             "(\"0.7, a, 0.3, b\"); got ", blend.size(), " entries");
+  WEFT_CHECK(blend.size() % 2 == 0,
+             "data.blend must alternate weight and prefix "
+             "(\"0.7, a, 0.3, b\"); got ",
+             blend.size(), " entries");
   std::vector<std::shared_ptr<const SampleSource>> sources;
   std::vector<double> weights;
   for (size_t i = 0; i < blend.size(); i += 2) {

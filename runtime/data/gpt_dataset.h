@@ -92,8 +92,8 @@ std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch);
 
 // A weighted blend of sources. Global sample i goes to the source whose count so far falls
 // furthest below weight * (i + 1) (ties: lowest source index), and is that source's next sample;
-// this greedy rule (Megatron's) keeps every prefix of the blend within about one sample per
-// source of the weights.
+// this greedy rule (Megatron's) keeps every source's count within a sample or two of
+// weight * n for every prefix of n samples.
 // The assignment is computed lazily in chunks of kChunk samples: the per-source counts at each
 // chunk start are kept (num_sources * 8 bytes per chunk) and the latest chunk is decoded, so
 // sequential access is O(num_sources) per sample and a jump to index i costs O(i) once.
@@ -128,8 +128,8 @@ class BlendedDataset : public SampleSource {
   // counts_at_[c][k]: samples source k received before global sample c * kChunk.
   mutable std::vector<std::vector<int64_t>> counts_at_;
   mutable int64_t decoded_chunk_ = -1;
-  mutable std::vector<int> chunk_source_;       // (kChunk,)
-  mutable std::vector<int64_t> chunk_sample_;   // (kChunk,)
+  mutable std::vector<int> chunk_source_;      // (kChunk,)
+  mutable std::vector<int64_t> chunk_sample_;  // (kChunk,)
 };
 
 // Samples [first, first + count) of `source` as an int64 tensor of shape (count, seq_len + 1).

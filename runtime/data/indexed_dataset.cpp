@@ -70,8 +70,10 @@ std::pair<int64_t, int64_t> dtype_range(int code) {
     case kDtypeUInt8: return {0, 255};
     case kDtypeInt8: return {-128, 127};
     case kDtypeInt16: return {-32768, 32767};
-    case kDtypeInt32: return {std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max()};
-    case kDtypeInt64: return {std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()};
+    case kDtypeInt32:
+      return {std::numeric_limits<int32_t>::min(), std::numeric_limits<int32_t>::max()};
+    case kDtypeInt64:
+      return {std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()};
     case kDtypeFloat64: return {-(int64_t{1} << 53), int64_t{1} << 53};
     case kDtypeFloat32: return {-(int64_t{1} << 24), int64_t{1} << 24};
     case kDtypeUInt16: return {0, 65535};
@@ -130,10 +132,14 @@ void sync_dir_of(const std::string& path) {
 
 int64_t dtype_itemsize(int code) {
   switch (code) {
-    case kDtypeUInt8: case kDtypeInt8: return 1;
-    case kDtypeInt16: case kDtypeUInt16: return 2;
-    case kDtypeInt32: case kDtypeFloat32: return 4;
-    case kDtypeInt64: case kDtypeFloat64: return 8;
+    case kDtypeUInt8:
+    case kDtypeInt8: return 1;
+    case kDtypeInt16:
+    case kDtypeUInt16: return 2;
+    case kDtypeInt32:
+    case kDtypeFloat32: return 4;
+    case kDtypeInt64:
+    case kDtypeFloat64: return 8;
   }
   fail(str("unknown indexed-dataset dtype code ", code, " (valid: 1..8)"));
 }
@@ -144,9 +150,7 @@ const char* dtype_name(int code) {
   return code >= 1 && code <= 8 ? names[code] : names[0];
 }
 
-int dtype_for_vocab(int64_t vocab_size) {
-  return vocab_size < 65500 ? kDtypeUInt16 : kDtypeInt32;
-}
+int dtype_for_vocab(int64_t vocab_size) { return vocab_size < 65500 ? kDtypeUInt16 : kDtypeInt32; }
 
 // ---- IndexedDataset ----------------------------------------------------------------------
 
@@ -241,8 +245,8 @@ void IndexedDataset::validate_index() {
   docs_at_ = offsets_at_ + seqs * 8;
 
   WEFT_CHECK(docs >= 1 && document_index(0) == 0, f,
-             " has a bad document index: it must start with 0 (", docs, " entries, first = ",
-             docs ? document_index(0) : -1, "); the file is corrupt");
+             " has a bad document index: it must start with 0 (", docs,
+             " entries, first = ", docs ? document_index(0) : -1, "); the file is corrupt");
   WEFT_CHECK(document_index(document_count_ - 1) == sequence_count_, f,
              " has a bad document index: the last entry is ", document_index(document_count_ - 1),
              " but there are ", sequence_count_, " sequences; the file is corrupt");
@@ -262,9 +266,9 @@ void IndexedDataset::validate_index() {
     // len < 2^31 and itemsize <= 8, so the end cannot overflow once off is below the size.
     bool inside = static_cast<uint64_t>(off) <= bin_size &&
                   static_cast<uint64_t>(len * itemsize_) <= bin_size - off;
-    WEFT_CHECK(inside, bin_path_, " is shorter than ", f, " claims: sequence ", s,
-               " needs bytes [", off, ", ", off + len * itemsize_, ") but the file has ",
-               bin_size, " bytes; the .bin is truncated or belongs to another index");
+    WEFT_CHECK(inside, bin_path_, " is shorter than ", f, " claims: sequence ", s, " needs bytes [",
+               off, ", ", off + len * itemsize_, ") but the file has ", bin_size,
+               " bytes; the .bin is truncated or belongs to another index");
     tokens += len;
   }
   num_tokens_ = tokens;
@@ -283,14 +287,14 @@ std::vector<int64_t> IndexedDataset::document_indices() const {
 }
 
 int64_t IndexedDataset::sequence_length(int64_t seq) const {
-  WEFT_CHECK(seq >= 0 && seq < sequence_count_, prefix_, ": sequence ", seq,
-             " out of range [0, ", sequence_count_, ")");
+  WEFT_CHECK(seq >= 0 && seq < sequence_count_, prefix_, ": sequence ", seq, " out of range [0, ",
+             sequence_count_, ")");
   return load<int32_t>(idx_.data + lengths_at_ + 4 * seq);
 }
 
 int64_t IndexedDataset::sequence_offset(int64_t seq) const {
-  WEFT_CHECK(seq >= 0 && seq < sequence_count_, prefix_, ": sequence ", seq,
-             " out of range [0, ", sequence_count_, ")");
+  WEFT_CHECK(seq >= 0 && seq < sequence_count_, prefix_, ": sequence ", seq, " out of range [0, ",
+             sequence_count_, ")");
   return load<int64_t>(idx_.data + offsets_at_ + 8 * seq);
 }
 
@@ -343,8 +347,8 @@ IndexedDatasetWriter::IndexedDatasetWriter(const std::string& prefix, int dtype_
       bin_tmp_(prefix + ".bin.tmp"),
       idx_tmp_(prefix + ".idx.tmp"),
       dtype_code_(dtype_code) {
-  WEFT_CHECK(dtype_code >= 1 && dtype_code <= 8, "cannot write ", prefix,
-             ": unknown dtype code ", dtype_code, " (valid: 1..8)");
+  WEFT_CHECK(dtype_code >= 1 && dtype_code <= 8, "cannot write ", prefix, ": unknown dtype code ",
+             dtype_code, " (valid: 1..8)");
   itemsize_ = dtype_itemsize(dtype_code);
   bin_ = std::fopen(bin_tmp_.c_str(), "wb");
   WEFT_CHECK(bin_ != nullptr, "cannot create ", bin_tmp_, ": ", std::strerror(errno),
@@ -369,13 +373,13 @@ void IndexedDatasetWriter::write_bin(const void* data, size_t bytes) {
 
 void IndexedDatasetWriter::add_document(const std::vector<int64_t>& tokens) {
   WEFT_CHECK(!finalized_, "cannot add a document to ", prefix_, " after finalize()");
-  WEFT_CHECK(tokens.size() <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
-             "document ", lengths_.size(), " of ", prefix_, " has ", tokens.size(),
+  WEFT_CHECK(tokens.size() <= static_cast<size_t>(std::numeric_limits<int32_t>::max()), "document ",
+             lengths_.size(), " of ", prefix_, " has ", tokens.size(),
              " tokens; the index stores lengths as int32");
   auto range = dtype_range(dtype_code_);
   for (size_t i = 0; i < tokens.size(); ++i) {
-    WEFT_CHECK(tokens[i] >= range.first && tokens[i] <= range.second, "document ",
-               lengths_.size(), " of ", prefix_, " has token ", tokens[i], " at position ", i,
+    WEFT_CHECK(tokens[i] >= range.first && tokens[i] <= range.second, "document ", lengths_.size(),
+               " of ", prefix_, " has token ", tokens[i], " at position ", i,
                ", which does not fit dtype ", dtype_name(dtype_code_), " [", range.first, ", ",
                range.second, "]; use a wider dtype (int32 or int64)");
   }
@@ -432,8 +436,8 @@ void IndexedDatasetWriter::finalize() {
 
     // Drop the old index first: between the two renames the new .bin then has no .idx (an
     // obviously incomplete pair) instead of sitting beside a stale index that still opens.
-    WEFT_CHECK(std::remove(idx_path_.c_str()) == 0 || errno == ENOENT, "cannot replace ",
-               idx_path_, ": ", std::strerror(errno));
+    WEFT_CHECK(std::remove(idx_path_.c_str()) == 0 || errno == ENOENT, "cannot replace ", idx_path_,
+               ": ", std::strerror(errno));
     WEFT_CHECK(std::rename(bin_tmp_.c_str(), bin_path_.c_str()) == 0, "cannot rename ", bin_tmp_,
                " to ", bin_path_, ": ", std::strerror(errno));
     WEFT_CHECK(std::rename(idx_tmp_.c_str(), idx_path_.c_str()) == 0, "cannot rename ", idx_tmp_,

@@ -2,13 +2,12 @@
 // at a time and appends it to an IndexedDatasetWriter, so memory stays flat for any input size.
 #include "runtime/data/preprocess.h"
 
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "runtime/data/indexed_dataset.h"
@@ -18,7 +17,8 @@ namespace weft {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 bool is_blank(const std::string& line) {
@@ -74,8 +74,8 @@ void read_jsonl(std::istream& in, const PreprocessOptions& o, int64_t& consumed,
     auto field = doc.find(o.json_key);
     WEFT_CHECK(field != doc.end(), o.input, ":", line_no, ": no \"", o.json_key,
                "\" field (choose the field with --json-key)");
-    WEFT_CHECK(field->is_string(), o.input, ":", line_no, ": field \"", o.json_key,
-               "\" is a ", field->type_name(), ", expected a string");
+    WEFT_CHECK(field->is_string(), o.input, ":", line_no, ": field \"", o.json_key, "\" is a ",
+               field->type_name(), ", expected a string");
     emit(field->get_ref<const std::string&>());
   }
 }
@@ -140,8 +140,11 @@ PreprocessStats run_preprocess(const PreprocessOptions& o) {
     progress.update(std::min(consumed, total), stats.documents);
   };
   const bool json = ends_with(o.input, ".jsonl") || ends_with(o.input, ".json");
-  if (json) read_jsonl(in, o, consumed, emit);
-  else read_text(in, consumed, emit);
+  if (json) {
+    read_jsonl(in, o, consumed, emit);
+  } else {
+    read_text(in, consumed, emit);
+  }
   WEFT_CHECK(!in.bad(), "error reading ", o.input);
 
   writer.finalize();

@@ -8,12 +8,12 @@
 namespace weft {
 
 struct PreprocessOptions {
-  std::string input;                  // .jsonl / .json (JSON Lines) or anything else (plain text)
+  std::string input;                    // .jsonl / .json (JSON Lines) or anything else (plain text)
   std::string tokenizer_spec = "byte";  // see make_tokenizer
-  std::string output_prefix;          // writes OUTPUT_PREFIX.bin / .idx (parent dirs created)
-  std::string json_key = "text";      // string field holding the document in JSON input
-  bool append_eos = true;             // end every document with the tokenizer's eos id
-  bool progress = true;               // progress lines on stderr, at most one per second
+  std::string output_prefix;            // writes OUTPUT_PREFIX.bin / .idx (parent dirs created)
+  std::string json_key = "text";        // string field holding the document in JSON input
+  bool append_eos = true;               // end every document with the tokenizer's eos id
+  bool progress = true;                 // progress lines on stderr, at most one per second
 };
 
 struct PreprocessStats {
@@ -21,7 +21,7 @@ struct PreprocessStats {
   int64_t tokens = 0;         // tokens written, eos included
   int64_t skipped_empty = 0;  // JSON documents with empty text (not written)
   int64_t input_bytes = 0;
-  int dtype_code = 0;         // token dtype of the output (dtype_for_vocab)
+  int dtype_code = 0;  // token dtype of the output (dtype_for_vocab)
 };
 
 // Tokenizes options.input into options.output_prefix. The output appears atomically (both files

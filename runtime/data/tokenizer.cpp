@@ -6,12 +6,11 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
-#include <nlohmann/json.hpp>
-
 #include <array>
 #include <fstream>
 #include <limits>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <queue>
 #include <sstream>
 #include <unordered_map>
@@ -121,8 +120,6 @@ class Gpt2Tokenizer : public Tokenizer {
     compile_pattern();
   }
   ~Gpt2Tokenizer() override {
-    if (match_context_) pcre2_match_context_free(match_context_);
-    if (jit_stack_) pcre2_jit_stack_free(jit_stack_);
     if (code_) pcre2_code_free(code_);
   }
 
@@ -130,7 +127,8 @@ class Gpt2Tokenizer : public Tokenizer {
   std::string decode(const std::vector<int64_t>& ids) const override;
   int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
   int64_t eos_id() const override {
-    WEFT_CHECK(eos_ >= 0, dir_, "/vocab.json has no \"<|endoftext|>\" token, so there is no "
+    WEFT_CHECK(eos_ >= 0, dir_,
+               "/vocab.json has no \"<|endoftext|>\" token, so there is no "
                "end-of-document id; preprocess without appending eos or use a vocabulary "
                "that has one");
     return eos_;
@@ -160,9 +158,9 @@ class Gpt2Tokenizer : public Tokenizer {
   std::unordered_map<uint64_t, Merge> merges_;  // (left id, right id) -> merge
   int64_t eos_ = -1;
 
+  // Compiled once and only read afterwards, so matching from several threads is safe (a JIT
+  // stack could not be shared; matches use PCRE2's per-thread default one).
   pcre2_code* code_ = nullptr;
-  pcre2_jit_stack* jit_stack_ = nullptr;
-  pcre2_match_context* match_context_ = nullptr;
 
   // Pre-token -> ids. Text repeats words heavily, so this skips most BPE work; it is cleared
   // when it grows past kCacheEntries to bound memory on large corpora.
@@ -247,11 +245,7 @@ void Gpt2Tokenizer::compile_pattern() {
              " (PCRE2 must be built with Unicode support)"));
   }
   // JIT is an optimisation; without it the interpreter gives the same matches.
-  if (pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE) == 0) {
-    jit_stack_ = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, nullptr);
-    match_context_ = pcre2_match_context_create(nullptr);
-    pcre2_jit_stack_assign(match_context_, nullptr, jit_stack_);
-  }
+  pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);
 }
 
 std::vector<int64_t> Gpt2Tokenizer::encode(const std::string& text) const {
@@ -264,7 +258,11 @@ std::vector<int64_t> Gpt2Tokenizer::encode(const std::string& text) const {
   PCRE2_SIZE at = 0;
   try {
     while (at < n) {
-      int rc = pcre2_match(code_, subject, n, at, 0, md, match_context_);
+      int rc = pcre2_match(code_, subject, n, at, 0, md, nullptr);
+      // The JIT's default stack is small; the interpreter keeps its frames on the heap.
+      if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
+        rc = pcre2_match(code_, subject, n, at, PCRE2_NO_JIT, md, nullptr);
+      }
       PCRE2_SIZE begin = n, end = n;
       if (rc >= 0) {
         const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
@@ -323,9 +321,7 @@ void Gpt2Tokenizer::bpe_uncached(const char* piece, size_t len, std::vector<int6
   }
   struct Entry {
     int64_t rank, pos, left, right, result;
-    bool operator>(const Entry& o) const {
-      return rank != o.rank ? rank > o.rank : pos > o.pos;
-    }
+    bool operator>(const Entry& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
   };
   std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
   std::vector<Entry> deferred;
@@ -335,7 +331,11 @@ void Gpt2Tokenizer::bpe_uncached(const char* piece, size_t len, std::vector<int6
     auto m = merges_.find(pair_key(nodes[pos].id, nodes[next].id));
     if (m == merges_.end()) return;
     Entry e{m->second.rank, pos, nodes[pos].id, nodes[next].id, m->second.result};
-    if (sink) sink->push_back(e); else heap.push(e);
+    if (sink) {
+      sink->push_back(e);
+    } else {
+      heap.push(e);
+    }
   };
   // An entry is stale once either side has merged into something else.
   auto valid = [&](const Entry& e) {
@@ -377,8 +377,11 @@ std::string Gpt2Tokenizer::decode(const std::vector<int64_t>& ids) const {
       uint32_t cp = next_code_point(token, i);
       int byte = cp < map.byte_of.size() ? map.byte_of[cp] : -1;
       // Characters outside the byte alphabet (possible in hand-edited vocabularies) pass through.
-      if (byte >= 0) out.push_back(static_cast<char>(byte));
-      else out.append(token, start, i - start);
+      if (byte >= 0) {
+        out.push_back(static_cast<char>(byte));
+      } else {
+        out.append(token, start, i - start);
+      }
     }
   }
   return out;

@@ -1,9 +1,8 @@
 // Test-only CLI over runtime/data, so Python parity tests can drive Weft's dataset and tokenizer
 // code and compare it with Megatron-core and Hugging Face. Not installed; not a user interface.
-#include <nlohmann/json.hpp>
-
 #include <iostream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -111,9 +110,13 @@ int main(int argc, char** argv) {
       o.tokenizer_spec = args[2];
       o.output_prefix = args[3];
       for (size_t i = 4; i < args.size(); ++i) {
-        if (args[i] == "--no-eos") o.append_eos = false;
-        else if (args[i] == "--json-key" && i + 1 < args.size()) o.json_key = args[++i];
-        else throw weft::Error("unknown preprocess option " + args[i]);
+        if (args[i] == "--no-eos") {
+          o.append_eos = false;
+        } else if (args[i] == "--json-key" && i + 1 < args.size()) {
+          o.json_key = args[++i];
+        } else {
+          throw weft::Error("unknown preprocess option " + args[i]);
+        }
       }
       weft::PreprocessStats s = weft::run_preprocess(o);
       std::cout << "documents=" << s.documents << " tokens=" << s.tokens
