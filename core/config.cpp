@@ -65,6 +65,7 @@ void for_each_field(C& c, F&& f) {
   f("checkpoint.dir", c.checkpoint.dir);
   f("checkpoint.interval", c.checkpoint.interval);
   f("checkpoint.keep", c.checkpoint.keep);
+  f("checkpoint.init_from", c.checkpoint.init_from);
   f("parallel.tp", c.parallel.tp);
   f("parallel.pp", c.parallel.pp);
   f("parallel.vpp", c.parallel.vpp);

@@ -81,6 +81,8 @@ struct CheckpointConfig {
   std::string dir;       // empty = <run.dir>/checkpoints
   int64_t interval = 0;  // steps between checkpoints; 0 = only at the end
   int64_t keep = 2;      // complete checkpoints kept; 0 = all
+  std::string init_from;  // fine-tuning: start from this checkpoint's weights (step 0, fresh
+                          // optimizer) when checkpoint.dir holds no checkpoint yet
 };
 
 struct ParallelConfig {

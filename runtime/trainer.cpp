@@ -113,6 +113,11 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
     gen.set_state(hex_to_bytes(data.trainer_state.at("rng_cpu").get<std::string>()));
     LOG(INFO) << "resumed from " << *latest << " at step " << s.step;
     s.metrics->write({{"event", "resume"}, {"step", s.step}, {"checkpoint", *latest}});
+  } else if (!cfg_.checkpoint.init_from.empty()) {
+    const auto dir = resolve_checkpoint_dir(cfg_.checkpoint.init_from);
+    load_model_tensors(*s.model, load_checkpoint(dir, /*with_optimizer=*/false).model, dir);
+    LOG(INFO) << "initialised weights from " << dir;
+    s.metrics->write({{"event", "init_from"}, {"step", 0}, {"checkpoint", dir}});
   }
   status_.step = s.step;
   status_.total_steps = cfg_.train.steps;

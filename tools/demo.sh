@@ -30,7 +30,7 @@ first = sum(r["loss"] for r in steps[:5]) / 5
 last = sum(r["loss"] for r in steps[-5:]) / 5
 print(f"demo: training loss {first:.3f} -> {last:.3f} (mean of first/last 5 steps)")
 if evals:
-    print(f"demo: validation loss {' -> '.join(f'{e['loss']:.3f}' for e in evals)}")
+    print("demo: validation loss " + " -> ".join(f"{e['loss']:.3f}" for e in evals))
 PY
 echo "demo: sample from the trained model:"
 "$weft" generate --checkpoint runs/demo --prompt "The meaning of life is" --max-new-tokens 200 \

@@ -70,6 +70,14 @@ def main():
         check(same, f"{name}: 6 + resume to 12 is bitwise equal to 12 straight "
                     f"({[(s, again[s], losses[s]) for s in range(7, 13) if again[s] != losses[s]][:2]})")
 
+    # Fine-tuning: weights from the finished run, step/optimizer/data fresh.
+    tuned = os.path.join(work, "finetune")
+    scratch = step_losses(os.path.join(work, "llama-tiny_straight"))
+    train("llama-tiny.yaml", tuned, "train.steps=2", "checkpoint.init_from=" + os.path.join(work, "llama-tiny_straight"))
+    t = step_losses(tuned)
+    check(sorted(t) == [1, 2] and t[1] < scratch[1] - 1.0,
+          f"fine-tune from a checkpoint starts at step 1 with its loss ({t[1]:.3f} vs {scratch[1]:.3f} from scratch)")
+
     # Interrupted by SIGTERM: the trainer finishes its step, checkpoints, exits 0; resume continues
     # the same curve.
     name, straight = "llama-tiny", os.path.join(work, "llama-tiny_straight")

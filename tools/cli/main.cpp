@@ -143,8 +143,9 @@ int main(int argc, char** argv) {
   } catch (const weft::Error& e) {
     std::fprintf(stderr, "weft %s: error: %s\n", cmd->name, e.what());
     if (FLAGS_verbose && !e.where().empty()) std::fprintf(stderr, "  (raised at %s)\n", e.where().c_str());
-  } catch (const c10::Error& e) {
-    std::fprintf(stderr, "weft %s: error: %s\n", cmd->name, e.what_without_backtrace());
+  } catch (const c10::Error& e) {  // LibTorch's own checks: keep the first line
+    const std::string msg = e.what_without_backtrace();
+    std::fprintf(stderr, "weft %s: error: %s\n", cmd->name, msg.substr(0, msg.find('\n')).c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "weft %s: error: %s\n", cmd->name, e.what());
   }
