@@ -70,14 +70,20 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t B = x.size(0), T = x.size(1);
-  auto q = q_proj(x).view({B, T, heads, head_dim}).transpose(1, 2);     // (B, H, T, D)
-  auto k = k_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);  // (B, K, T, D)
-  auto v = v_proj(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);  // (B, K, T, D)
+  // One GEMM for q, k and v: small projections run far below peak on their own.
+  auto qkv = at::linear(x, at::cat({q_proj->weight, k_proj->weight, v_proj->weight}),
+                        q_proj->bias.defined() ? at::cat({q_proj->bias, k_proj->bias, v_proj->bias})
+                                               : at::Tensor());  // (B, T, (H + 2K) D)
+  auto parts = qkv.split({heads * head_dim, kv_heads * head_dim, kv_heads * head_dim}, -1);
+  auto q = parts[0].view({B, T, heads, head_dim}).transpose(1, 2);     // (B, H, T, D)
+  auto k = parts[1].view({B, T, kv_heads, head_dim}).transpose(1, 2);  // (B, K, T, D)
+  auto v = parts[2].view({B, T, kv_heads, head_dim}).transpose(1, 2);  // (B, K, T, D)
   if (cos.defined()) {
     q = apply_rope(q, cos, sin);
     k = apply_rope(k, cos, sin);
   }
   if (kv_heads != heads) {  // grouped-query attention: each kv head serves heads/kv_heads queries
+    // Expanded explicitly: SDPA's enable_gqa takes a slower kernel on the CPU (measured).
     const int64_t rep = heads / kv_heads;
     k = k.unsqueeze(2).expand({B, kv_heads, rep, T, head_dim}).reshape({B, heads, T, head_dim});
     v = v.unsqueeze(2).expand({B, kv_heads, rep, T, head_dim}).reshape({B, heads, T, head_dim});
@@ -95,7 +101,10 @@ MlpImpl::MlpImpl(const ModelConfig& cfg, const at::TensorOptions& opts) {
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {
-  if (gate_proj) return down_proj(at::silu(gate_proj(x)) * up_proj(x));  // SwiGLU
+  if (gate_proj) {  // SwiGLU, gate and up in one GEMM
+    auto gate_up = at::linear(x, at::cat({gate_proj->weight, up_proj->weight})).chunk(2, -1);  // 2 x (B, T, F)
+    return down_proj(at::silu(gate_up[0]) * gate_up[1]);
+  }
   return down_proj(at::gelu(up_proj(x), "tanh"));                       // GPT-2
 }
 

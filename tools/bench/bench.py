@@ -83,6 +83,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--precisions", default="fp32,bf16")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="weft_bench_")
     text = make_text(os.path.join(work, "corpus.txt"), documents=3000, seed=1)
@@ -101,7 +102,7 @@ def main():
           f" (micro {TRAIN['micro_batch_size']}), {args.threads} threads, {args.steps} steps x {args.repeats} repeats"
           f" (first {args.warmup} steps of each run discarded)")
     results = {}
-    for precision in ("fp32", "bf16"):
+    for precision in args.precisions.split(","):
         w, t = [], []
         for r in range(args.repeats):  # interleaved so drift hits both sides alike
             w += weft_run(args.build, work, prefix, precision, args.steps, args.threads, r)[args.warmup:]
