@@ -2,8 +2,6 @@
 # runs the setup first, so it works alone on a fresh machine.
 BUILD ?= build
 JOBS ?= $(shell nproc)
-# ccache must accept the precompiled LibTorch header.
-export CCACHE_SLOPPINESS = pch_defines,time_macros,include_file_mtime,include_file_ctime
 export CCACHE_MAXSIZE ?= 5G
 
 .PHONY: setup build test demo bench clean

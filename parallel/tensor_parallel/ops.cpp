@@ -1,0 +1,168 @@
+// Megatron's tensor-parallel mappings as LibTorch autograd functions over c10d groups.
+#include "parallel/tensor_parallel/ops.h"
+
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "core/error.h"
+
+namespace weft {
+namespace tp {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+bool trivial(const ProcessGroupPtr& g) { return !g || g->getSize() == 1; }
+
+// Autograd contexts hold IValues; the group outlives every step, so its address is enough.
+int64_t stash(const ProcessGroupPtr& g) { return reinterpret_cast<intptr_t>(g.get()); }
+ProcessGroupPtr unstash(AutogradContext* ctx) {
+  auto* raw = reinterpret_cast<c10d::ProcessGroup*>(ctx->saved_data["group"].toInt());
+  return c10::intrusive_ptr<c10d::ProcessGroup>::reclaim_copy(raw);
+}
+
+struct CopyToRegion : torch::autograd::Function<CopyToRegion> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const ProcessGroupPtr& g) {
+    ctx->saved_data["group"] = stash(g);
+    return x.view_as(x);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto g = grads[0].contiguous().clone();
+    all_reduce_(g, unstash(ctx));
+    return {g, at::Tensor()};
+  }
+};
+
+struct ReduceFromRegion : torch::autograd::Function<ReduceFromRegion> {
+  static at::Tensor forward(AutogradContext*, const at::Tensor& x, const ProcessGroupPtr& g) {
+    auto y = x.contiguous().clone();
+    all_reduce_(y, g);
+    return y;
+  }
+  static variable_list backward(AutogradContext*, variable_list grads) { return {grads[0], at::Tensor()}; }
+};
+
+struct GatherSequence : torch::autograd::Function<GatherSequence> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const ProcessGroupPtr& g) {
+    ctx->saved_data["group"] = stash(g);
+    return all_gather_dim(x, 1, g);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {reduce_scatter_dim(grads[0], 1, unstash(ctx)), at::Tensor()};
+  }
+};
+
+struct ReduceScatterSequence : torch::autograd::Function<ReduceScatterSequence> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const ProcessGroupPtr& g) {
+    ctx->saved_data["group"] = stash(g);
+    return reduce_scatter_dim(x, 1, g);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {all_gather_dim(grads[0], 1, unstash(ctx)), at::Tensor()};
+  }
+};
+
+struct ScatterSequence : torch::autograd::Function<ScatterSequence> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const ProcessGroupPtr& g) {
+    ctx->saved_data["group"] = stash(g);
+    const int64_t n = g->getSize(), T = x.size(1);
+    WEFT_CHECK(T % n == 0, "sequence parallelism: seq_len ", T, " is not divisible by tp ", n);
+    return x.narrow(1, g->getRank() * (T / n), T / n).contiguous();
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {all_gather_dim(grads[0], 1, unstash(ctx)), at::Tensor()};
+  }
+};
+
+struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossEntropy> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& labels,
+                            int64_t vocab_start, const ProcessGroupPtr& g) {
+    const int64_t V = logits.size(1);
+    auto z = logits.to(at::kFloat);                              // (N, V/tp)
+    auto m = std::get<0>(z.max(1));                              // (N)
+    all_reduce_(m, g, c10d::ReduceOp::MAX);
+    z = z - m.unsqueeze(1);
+    auto local = labels.ge(vocab_start).logical_and(labels.lt(vocab_start + V));  // (N)
+    auto idx = (labels - vocab_start).clamp(0, V - 1);
+    auto target = z.gather(1, idx.unsqueeze(1)).squeeze(1) * local.to(at::kFloat);
+    all_reduce_(target, g);
+    auto e = z.exp();
+    auto sum = e.sum(1);
+    all_reduce_(sum, g);
+    ctx->save_for_backward({e / sum.unsqueeze(1), idx, local});
+    ctx->saved_data["dtype"] = static_cast<int64_t>(logits.scalar_type());
+    return sum.log() - target;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto grad = saved[0].clone();  // softmax slice (N, V/tp)
+    grad.scatter_add_(1, saved[1].unsqueeze(1), -saved[2].to(at::kFloat).unsqueeze(1));
+    grad.mul_(grads[0].unsqueeze(1));
+    const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    return {grad.to(dtype), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+void all_reduce_(at::Tensor& t, const ProcessGroupPtr& g, c10d::ReduceOp op) {
+  if (trivial(g)) return;
+  std::vector<at::Tensor> v{t};
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = op;
+  g->allreduce(v, opts)->wait();
+}
+
+at::Tensor all_gather_dim(const at::Tensor& t, int64_t dim, const ProcessGroupPtr& g) {
+  if (trivial(g)) return t;
+  auto x = t.movedim(dim, 0).contiguous();
+  std::vector<at::Tensor> in{x};
+  std::vector<std::vector<at::Tensor>> out(1);
+  for (int64_t i = 0; i < g->getSize(); ++i) out[0].push_back(at::empty_like(x));
+  g->allgather(out, in)->wait();
+  return at::cat(out[0], 0).movedim(0, dim).contiguous();
+}
+
+at::Tensor reduce_scatter_dim(const at::Tensor& t, int64_t dim, const ProcessGroupPtr& g) {
+  if (trivial(g)) return t;
+  const int64_t n = g->getSize();
+  WEFT_CHECK(t.size(dim) % n == 0, "reduce-scatter: dim ", dim, " of size ", t.size(dim),
+             " is not divisible by the group size ", n);
+  // All-reduce then keep this rank's chunk: Gloo's CPU backend has no reduce-scatter.
+  auto x = t.contiguous().clone();
+  all_reduce_(x, g);
+  const int64_t chunk = x.size(dim) / n;
+  return x.narrow(dim, g->getRank() * chunk, chunk).contiguous();
+}
+
+at::Tensor copy_to_region(const at::Tensor& x, const ProcessGroupPtr& g) {
+  return trivial(g) ? x : CopyToRegion::apply(x, g);
+}
+at::Tensor reduce_from_region(const at::Tensor& x, const ProcessGroupPtr& g) {
+  return trivial(g) ? x : ReduceFromRegion::apply(x, g);
+}
+at::Tensor gather_sequence(const at::Tensor& x, const ProcessGroupPtr& g) {
+  return trivial(g) ? x : GatherSequence::apply(x, g);
+}
+at::Tensor reduce_scatter_sequence(const at::Tensor& x, const ProcessGroupPtr& g) {
+  return trivial(g) ? x : ReduceScatterSequence::apply(x, g);
+}
+at::Tensor scatter_sequence(const at::Tensor& x, const ProcessGroupPtr& g) {
+  return trivial(g) ? x : ScatterSequence::apply(x, g);
+}
+
+at::Tensor vocab_parallel_embedding_partial(const at::Tensor& tokens, const at::Tensor& weight,
+                                            int64_t vocab_start) {
+  const int64_t V = weight.size(0);
+  auto local = tokens.ge(vocab_start).logical_and(tokens.lt(vocab_start + V));  // (B, T)
+  auto idx = (tokens - vocab_start).clamp(0, V - 1);
+  return at::embedding(weight, idx) * local.unsqueeze(-1).to(weight.scalar_type());  // (B, T, C)
+}
+
+at::Tensor vocab_parallel_cross_entropy(const at::Tensor& logits, const at::Tensor& labels,
+                                        int64_t vocab_start, const ProcessGroupPtr& g) {
+  return VocabParallelCrossEntropy::apply(logits, labels, vocab_start, g);
+}
+
+}  // namespace tp
+}  // namespace weft
