@@ -49,13 +49,16 @@ bool parse_bool(const char* name, std::string v) {
 
 // ---- failures ------------------------------------------------------------------------------
 
-// First line of a backend's message, without gloo's "[path/file.cc:123] " prefix.
+// First line of a backend's message, without gloo's "[path/file.cc:123] " prefix and its
+// advice to read the other logs (hint_for gives ours).
 std::string first_line(std::string msg) {
   msg = msg.substr(0, msg.find('\n'));
   if (!msg.empty() && msg[0] == '[') {
     const auto close = msg.find("] ");
     if (close != std::string::npos && msg.find(':') < close) msg = msg.substr(close + 2);
   }
+  const auto advice = msg.find(". This is typically caused by");
+  if (advice != std::string::npos) msg = msg.substr(0, advice);
   return msg;
 }
 
