@@ -66,7 +66,8 @@ std::string hint_for(const std::string& msg, std::chrono::milliseconds timeout) 
   if (msg.find("imed out") != std::string::npos || msg.find("timeout") != std::string::npos)
     return str(" (a peer is hung or slower than parallel.timeout_sec=", timeout.count() / 1000.0,
                "; see the other ranks' logs)");
-  if (msg.find("closed by peer") != std::string::npos || msg.find("reset by peer") != std::string::npos ||
+  if (msg.find("closed by peer") != std::string::npos ||
+      msg.find("reset by peer") != std::string::npos ||
       msg.find("Broken pipe") != std::string::npos)
     return " (a peer process died; see the other ranks' logs)";
   return "";
@@ -130,11 +131,13 @@ std::shared_ptr<::gloo::transport::Device> make_gloo_device(const WorkerEnv& env
     first = first.substr(0, first.find(','));
     return c10d::ProcessGroupGloo::createDeviceForInterface(first);
   }
-  if (is_loopback(env.master_addr)) return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  if (is_loopback(env.master_addr))
+    return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
-c10::intrusive_ptr<c10d::Store> connect_store(const WorkerEnv& env, std::chrono::milliseconds timeout) {
+c10::intrusive_ptr<c10d::Store> connect_store(const WorkerEnv& env,
+                                              std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions o;
   o.port = static_cast<uint16_t>(env.master_port);
   o.isServer = env.rank == 0 && !env.use_agent_store;
@@ -144,9 +147,8 @@ c10::intrusive_ptr<c10d::Store> connect_store(const WorkerEnv& env, std::chrono:
   const std::string what =
       str("rank ", env.rank, ": rendezvous with the store at ", env.master_addr, ":",
           env.master_port, o.isServer ? " (served by this rank)" : "");
-  auto tcp = rethrow_as_weft(what, timeout, [&] {
-    return c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
-  });
+  auto tcp = rethrow_as_weft(
+      what, timeout, [&] { return c10::make_intrusive<c10d::TCPStore>(env.master_addr, o); });
   // Keys of one attempt never meet those of an earlier attempt on a store that outlives it.
   const std::string root = env.use_agent_store ? str("/worker/attempt_", env.restart_count)
                                                : str("weft/attempt_", env.restart_count);
@@ -166,7 +168,8 @@ WorkerEnv parse_worker_env(const std::function<const char*(const char*)>& lookup
   const char* rank = get("RANK");
   const char* world = get("WORLD_SIZE");
   if (!rank && !world) return e;  // not launched: a world of one
-  WEFT_CHECK(rank && world, rank ? "RANK" : "WORLD_SIZE", " is set but ", rank ? "WORLD_SIZE" : "RANK",
+  WEFT_CHECK(rank && world, rank ? "RANK" : "WORLD_SIZE", " is set but ",
+             rank ? "WORLD_SIZE" : "RANK",
              " is not: a launched worker needs both (torchrun environment contract)");
   e.world_size = parse_int("WORLD_SIZE", world, 1, 1 << 20);
   e.rank = parse_int("RANK", rank, 0, e.world_size - 1);
@@ -174,7 +177,8 @@ WorkerEnv parse_worker_env(const std::function<const char*(const char*)>& lookup
   e.local_rank = e.rank;
   if (const char* v = get("LOCAL_WORLD_SIZE"))
     e.local_world_size = parse_int("LOCAL_WORLD_SIZE", v, 1, e.world_size);
-  if (const char* v = get("LOCAL_RANK")) e.local_rank = parse_int("LOCAL_RANK", v, 0, e.local_world_size - 1);
+  if (const char* v = get("LOCAL_RANK"))
+    e.local_rank = parse_int("LOCAL_RANK", v, 0, e.local_world_size - 1);
   WEFT_CHECK(e.local_rank < e.local_world_size, "LOCAL_RANK=", e.local_rank,
              " must be < LOCAL_WORLD_SIZE=", e.local_world_size);
   const char* addr = get("MASTER_ADDR");
@@ -222,11 +226,12 @@ ParallelContext::ParallelContext(const WorkerEnv& env, const ParallelDims& dims,
   WEFT_CHECK(dims_.world_size() == env_.world_size, "rank ", env_.rank, ": the layout ",
              dims_.describe(), " needs world_size(", dims_.world_size(), ") but WORLD_SIZE is ",
              env_.world_size);
-  WEFT_CHECK(options_.backend == "gloo" || options_.backend == "nccl", "collective backend must be "
-             "gloo or nccl, got '", options_.backend, "'");
+  WEFT_CHECK(options_.backend == "gloo" || options_.backend == "nccl",
+             "collective backend must be gloo or nccl, got '", options_.backend, "'");
   WEFT_CHECK(options_.timeout.count() > 0, "parallel.timeout_sec must be > 0");
 #ifndef WEFT_CUDA
-  WEFT_CHECK(options_.backend == "gloo", "backend nccl needs a weft built with CUDA; use device=cpu");
+  WEFT_CHECK(options_.backend == "gloo",
+             "backend nccl needs a weft built with CUDA; use device=cpu");
 #endif
   coord_ = coord_of(dims_, env_.rank);
   const auto timeout = options_.timeout;
@@ -240,7 +245,7 @@ ParallelContext::ParallelContext(const WorkerEnv& env, const ParallelDims& dims,
   // Groups with the same members share one c10d group. Every member meets a membership first at
   // the same kind (each kind partitions the ranks), so all of them create it under one prefix.
   std::map<std::vector<int64_t>, c10::intrusive_ptr<c10d::ProcessGroup>> made;
-  const GroupKind kinds[] = {GroupKind::kWorld, GroupKind::kTensor, GroupKind::kData,
+  const GroupKind kinds[] = {GroupKind::kWorld,    GroupKind::kTensor,    GroupKind::kData,
                              GroupKind::kPipeline, GroupKind::kEmbedding, GroupKind::kModel};
   groups_.resize(std::size(kinds));
   for (GroupKind kind : kinds) {
@@ -260,25 +265,25 @@ ParallelContext::ParallelContext(const WorkerEnv& env, const ParallelDims& dims,
     const auto index = std::find(all.begin(), all.end(), g.ranks) - all.begin();
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>(str(g.name, "/", index), store_);
     const int rank = static_cast<int>(g.rank), size = static_cast<int>(g.size());
-    g.pg = rethrow_as_weft(str("rank ", env_.rank, ": creating process group ", g.describe()),
-                           timeout, [&] {
-      auto pg = c10::make_intrusive<c10d::ProcessGroup>(prefixed, rank, size);
-      auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-      opts->devices.push_back(device);
-      auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
-          c10::make_intrusive<c10d::PrefixStore>("cpu/", prefixed), rank, size, opts);
-      pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
-      pg->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+    g.pg = rethrow_as_weft(
+        str("rank ", env_.rank, ": creating process group ", g.describe()), timeout, [&] {
+          auto pg = c10::make_intrusive<c10d::ProcessGroup>(prefixed, rank, size);
+          auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+          opts->devices.push_back(device);
+          auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
+              c10::make_intrusive<c10d::PrefixStore>("cpu/", prefixed), rank, size, opts);
+          pg->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
+          pg->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
 #ifdef WEFT_CUDA
-      if (options_.backend == "nccl") {
-        auto nccl = detail::make_nccl_backend(
-            c10::make_intrusive<c10d::PrefixStore>("cuda/", prefixed), rank, size, timeout);
-        pg->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, nccl);
-        pg->setDefaultBackend(c10d::ProcessGroup::BackendType::NCCL);
-      }
+          if (options_.backend == "nccl") {
+            auto nccl = detail::make_nccl_backend(
+                c10::make_intrusive<c10d::PrefixStore>("cuda/", prefixed), rank, size, timeout);
+            pg->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, nccl);
+            pg->setDefaultBackend(c10d::ProcessGroup::BackendType::NCCL);
+          }
 #endif
-      return pg;
-    });
+          return pg;
+        });
     made[g.ranks] = g.pg;
   }
 }
@@ -288,7 +293,6 @@ ParallelContext::~ParallelContext() = default;
 const Group& ParallelContext::group(GroupKind kind) const {
   return groups_.at(static_cast<size_t>(kind));
 }
-
 
 // ---- CommHandle --------------------------------------------------------------------------------
 
@@ -383,17 +387,18 @@ std::vector<CommHandle> batch_isend_irecv(const Group& g, const std::vector<P2PO
   for (const auto& op : ops) {
     const bool is_send = op.kind == P2POp::Kind::kSend;
     const bool valid_peer = op.peer >= 0 && op.peer < g.size();
-    const auto what = str("rank ", g.global_rank, ": ", is_send ? "send to " : "recv from ", g.name,
-                          " rank ", op.peer, valid_peer ? str(" (global ", g.ranks[op.peer], ")") : "",
-                          " tag ", op.tag, " on ", g.describe());
-    WEFT_CHECK(valid_peer && op.peer != g.rank, what, ": the peer must be another rank of the group");
+    const auto what =
+        str("rank ", g.global_rank, ": ", is_send ? "send to " : "recv from ", g.name, " rank ",
+            op.peer, valid_peer ? str(" (global ", g.ranks[op.peer], ")") : "", " tag ", op.tag,
+            " on ", g.describe());
+    WEFT_CHECK(valid_peer && op.peer != g.rank, what,
+               ": the peer must be another rank of the group");
     WEFT_CHECK(op.tensor.defined(), what, ": no tensor");
     WEFT_CHECK(is_send || op.tensor.is_contiguous(), what, ": the destination must be contiguous");
     std::vector<at::Tensor> v{is_send ? op.tensor.contiguous() : op.tensor};
     const int peer = static_cast<int>(op.peer), tag = static_cast<int>(op.tag);
-    handles.push_back(start(g, what, [&] {
-      return is_send ? g.pg->send(v, peer, tag) : g.pg->recv(v, peer, tag);
-    }));
+    handles.push_back(start(
+        g, what, [&] { return is_send ? g.pg->send(v, peer, tag) : g.pg->recv(v, peer, tag); }));
   }
   return handles;
 }

@@ -50,10 +50,10 @@ namespace weft {
 
 // This worker's place in the job, read from the torchrun/TorchElastic environment contract.
 struct WorkerEnv {
-  int64_t rank = 0;              // RANK
-  int64_t world_size = 1;        // WORLD_SIZE
-  int64_t local_rank = 0;        // LOCAL_RANK (defaults to RANK)
-  int64_t local_world_size = 1;  // LOCAL_WORLD_SIZE (defaults to WORLD_SIZE)
+  int64_t rank = 0;                       // RANK
+  int64_t world_size = 1;                 // WORLD_SIZE
+  int64_t local_rank = 0;                 // LOCAL_RANK (defaults to RANK)
+  int64_t local_world_size = 1;           // LOCAL_WORLD_SIZE (defaults to WORLD_SIZE)
   std::string master_addr = "127.0.0.1";  // MASTER_ADDR: host of the TCPStore
   int64_t master_port = 29500;            // MASTER_PORT
   int64_t restart_count = 0;              // TORCHELASTIC_RESTART_COUNT
@@ -110,6 +110,9 @@ struct ParallelContextOptions {
 // share one c10d group. With world_size 1 it touches no store and no network: every group is
 // {0} with a null pg. Throws weft::Error naming the rank on a bad env/dims pair or a failed
 // rendezvous.
+//
+// Destroying it closes this rank's connections: at the end of a job, barrier(world()) first so
+// no peer is still mid-operation with this rank (rank 0 also serves the store).
 //
 // Non-copyable and non-movable (groups hold sockets and threads). The accessors are const and
 // safe from any thread; but collectives on one group must be issued in the same order on every
@@ -170,7 +173,8 @@ class CommHandle {
   CommHandle();
   // `what` names the operation in errors ("rank 3: all_reduce on tp(ranks 2,3)"); `timeout` is
   // the group's, for the message.
-  CommHandle(c10::intrusive_ptr<c10d::Work> work, std::string what, std::chrono::milliseconds timeout);
+  CommHandle(c10::intrusive_ptr<c10d::Work> work, std::string what,
+             std::chrono::milliseconds timeout);
   CommHandle(const CommHandle&);
   CommHandle& operator=(const CommHandle&);
   CommHandle(CommHandle&&) noexcept;

@@ -35,8 +35,8 @@ void model_problems(const ParallelDims& d, const ModelConfig& m, std::vector<std
                       "more of them, replicated when TP is larger)"));
   if (m.ffn_hidden_size % tp != 0)
     out.push_back(str("model.ffn_hidden_size(", m.ffn_hidden_size, ") is not divisible by tp(", tp,
-                      "): set it to a multiple of ", tp, " (e.g. ",
-                      round_up(m.ffn_hidden_size, tp), ") or pick a parallel.tp that divides it"));
+                      "): set it to a multiple of ", tp, " (e.g. ", round_up(m.ffn_hidden_size, tp),
+                      ") or pick a parallel.tp that divides it"));
   if (m.vocab_size % tp != 0)
     out.push_back(str("model.vocab_size(", m.vocab_size, ") is not divisible by tp(", tp,
                       "): pad the vocabulary to a multiple of ", tp, " (e.g. ",

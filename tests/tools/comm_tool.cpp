@@ -4,6 +4,7 @@
 // Every check prints "rank R ok NAME"; the first wrong value exits 1 with "rank R FAIL NAME: ...".
 #include <ATen/ATen.h>
 
+#include <unistd.h>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -11,7 +12,6 @@
 #include <functional>
 #include <string>
 #include <thread>
-#include <unistd.h>
 
 #include "core/error.h"
 #include "parallel/comm.h"
@@ -72,7 +72,8 @@ void check_group(const Group& g, const std::string& tag) {
   // all_reduce sum / max of the global rank
   at::Tensor t = at::full({3}, me, at::kDouble);
   all_reduce(g, t);
-  expect(same(t, at::full({3}, members.sum().item<double>(), at::kDouble)), tag + " all_reduce_sum", show(t));
+  expect(same(t, at::full({3}, members.sum().item<double>(), at::kDouble)), tag + " all_reduce_sum",
+         show(t));
   t = at::full({2}, me, at::kFloat);
   all_reduce(g, t, ReduceOp::kMax);
   expect(same(t, at::full({2}, members.max().item<double>())), tag + " all_reduce_max", show(t));
@@ -109,7 +110,8 @@ void check_ring(const Group& g, const std::string& tag) {
   auto handles = batch_isend_irecv(g, ops);
   expect(handles.size() == ops.size(), tag + " p2p handles");
   wait_all(handles);
-  expect(same(from_prev, at::full({5}, double(g.ranks[prev]))), tag + " recv_from_prev", show(from_prev));
+  expect(same(from_prev, at::full({5}, double(g.ranks[prev]))), tag + " recv_from_prev",
+         show(from_prev));
   if (n > 2)
     expect(same(from_next, at::full({5}, double(g.ranks[next]) + 0.5)), tag + " recv_from_next",
            show(from_next));
@@ -125,7 +127,8 @@ int collectives(const ParallelContext& ctx) {
   CommHandle h = all_reduce_async(w, big);
   h.wait();
   h.wait();  // twice is fine
-  expect(h.is_completed() && same(big, at::full({1 << 16}, double(n * (n + 1) / 2))), "world all_reduce_async");
+  expect(h.is_completed() && same(big, at::full({1 << 16}, double(n * (n + 1) / 2))),
+         "world all_reduce_async");
   at::Tensor bf = at::full({8}, double(ctx.rank() + 1)).to(at::kBFloat16);
   all_reduce(w, bf, ReduceOp::kSum);
   expect(same(bf, at::full({8}, double(n * (n + 1) / 2))), "world all_reduce_bf16", show(bf));
@@ -136,7 +139,8 @@ int collectives(const ParallelContext& ctx) {
   for (GroupKind kind : {GroupKind::kTensor, GroupKind::kData, GroupKind::kPipeline,
                          GroupKind::kEmbedding, GroupKind::kModel}) {
     const Group& g = ctx.group(kind);
-    expect(g.ranks == group_ranks(ctx.dims(), ctx.rank(), kind), std::string(g.name) + " membership");
+    expect(g.ranks == group_ranks(ctx.dims(), ctx.rank(), kind),
+           std::string(g.name) + " membership");
     check_group(g, g.name);
   }
   // Pipeline neighbours: stage s sends to s+1 (activations) and s+1 answers (gradients).
@@ -144,18 +148,22 @@ int collectives(const ParallelContext& ctx) {
   if (pp.size() > 1) {
     std::vector<P2POp> ops;
     at::Tensor act = at::empty({2, 3}), grad = at::empty({2, 3});
-    if (pp.rank + 1 < pp.size()) ops.push_back(P2POp::send(at::full({2, 3}, double(ctx.rank())), pp.rank + 1));
+    if (pp.rank + 1 < pp.size())
+      ops.push_back(P2POp::send(at::full({2, 3}, double(ctx.rank())), pp.rank + 1));
     if (pp.rank > 0) ops.push_back(P2POp::recv(act, pp.rank - 1));
     auto hs = batch_isend_irecv(pp, ops);
     wait_all(hs);
-    if (pp.rank > 0) expect(same(act, at::full({2, 3}, double(pp.ranks[pp.rank - 1]))), "pp forward p2p", show(act));
+    if (pp.rank > 0)
+      expect(same(act, at::full({2, 3}, double(pp.ranks[pp.rank - 1]))), "pp forward p2p",
+             show(act));
     ops.clear();
     if (pp.rank > 0) ops.push_back(P2POp::send(at::full({2, 3}, -double(ctx.rank())), pp.rank - 1));
     if (pp.rank + 1 < pp.size()) ops.push_back(P2POp::recv(grad, pp.rank + 1));
     hs = batch_isend_irecv(pp, ops);
     wait_all(hs);
     if (pp.rank + 1 < pp.size())
-      expect(same(grad, at::full({2, 3}, -double(pp.ranks[pp.rank + 1]))), "pp backward p2p", show(grad));
+      expect(same(grad, at::full({2, 3}, -double(pp.ranks[pp.rank + 1]))), "pp backward p2p",
+             show(grad));
     check_ring(pp, "pp");
   }
   barrier(w);
@@ -184,10 +192,14 @@ int run(int argc, char** argv) {
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int64_t v = std::atoll(argv[i + 1]);
-    if (flag == "--tp") pc.tp = v;
-    else if (flag == "--pp") pc.pp = v;
-    else if (flag == "--timeout-ms") opts.timeout = std::chrono::milliseconds(v);
-    else return std::fprintf(stderr, "unknown flag %s\n%s\n", flag.c_str(), kUsage), 2;
+    if (flag == "--tp")
+      pc.tp = v;
+    else if (flag == "--pp")
+      pc.pp = v;
+    else if (flag == "--timeout-ms")
+      opts.timeout = std::chrono::milliseconds(v);
+    else
+      return std::fprintf(stderr, "unknown flag %s\n%s\n", flag.c_str(), kUsage), 2;
   }
   const WorkerEnv env = worker_env_from_environment();
   g_rank = static_cast<int>(env.rank);

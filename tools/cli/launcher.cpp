@@ -97,8 +97,8 @@ void spawn(Worker& w, const LaunchOptions& o, int port, int devnull) {
   auto argv = c_strings(argv_s);
   auto envp = c_strings(env_s);
   int out[2], err[2];
-  WEFT_CHECK(pipe2(out, O_CLOEXEC) == 0 && pipe2(err, O_CLOEXEC) == 0, "launcher: pipe(): ",
-             std::strerror(errno));
+  WEFT_CHECK(pipe2(out, O_CLOEXEC) == 0 && pipe2(err, O_CLOEXEC) == 0,
+             "launcher: pipe(): ", std::strerror(errno));
   const pid_t parent = getpid();
   const pid_t pid = fork();
   WEFT_CHECK(pid >= 0, "launcher: cannot start rank ", w.rank, ": fork(): ", std::strerror(errno));
@@ -194,7 +194,8 @@ int launch_local_workers(const LaunchOptions& o) {
   sa.sa_handler = on_launcher_signal;
   sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
-  struct sigaction old_int {}, old_term {}, old_chld {};
+  struct sigaction old_int {
+  }, old_term{}, old_chld{};
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
   sigaction(SIGCHLD, &sa, &old_chld);
@@ -233,7 +234,8 @@ int launch_local_workers(const LaunchOptions& o) {
       const ssize_t n = read(sp[0], sigs, sizeof(sigs));
       for (ssize_t i = 0; i < n; ++i) {
         if (sigs[i] != SIGINT && sigs[i] != SIGTERM) continue;
-        std::fprintf(stderr, "weft launcher: got %s; forwarding it to the workers\n", strsignal(sigs[i]));
+        std::fprintf(stderr, "weft launcher: got %s; forwarding it to the workers\n",
+                     strsignal(sigs[i]));
         signal_all(workers, sigs[i]);
         if (!stopping) kill_at = std::min(kill_at, Clock::now() + o.signal_grace);
         stopping = true;

@@ -40,6 +40,7 @@ int run_test_worker(const ParallelContext& ctx, const std::string& spec) {
     std::printf("rank %d of %lld in %s: all_reduce ok\n", rank, (long long)ctx.world_size(),
                 ctx.dims().describe().c_str());
     if (ctx.is_primary()) std::printf("sum=%g\n", t.item<double>());
+    barrier(ctx.world());  // nobody tears its connections down while a peer still uses them
     return 0;
   }
   int exit_rank = -1, exit_code = 0;
@@ -47,7 +48,8 @@ int run_test_worker(const ParallelContext& ctx, const std::string& spec) {
     WEFT_CHECK(std::sscanf(spec.c_str(), "exit:%d:%d", &exit_rank, &exit_code) == 2,
                "WEFT_TEST_WORKER='", spec, "': expected exit:RANK:CODE");
   else
-    WEFT_CHECK(spec == "sleep", "WEFT_TEST_WORKER='", spec, "': expected allreduce, sleep or exit:R:C");
+    WEFT_CHECK(spec == "sleep", "WEFT_TEST_WORKER='", spec,
+               "': expected allreduce, sleep or exit:R:C");
   signal(SIGTERM, announce_and_die);
   signal(SIGINT, announce_and_die);
   std::printf("worker pid %d ready\n", getpid());
@@ -72,7 +74,8 @@ int run_train_worker(const Config& cfg, const WorkerEnv& env) {
   opts.timeout = std::chrono::seconds(cfg.parallel.timeout_sec);
   opts.backend = collective_backend(device);
   const ParallelContext ctx(env, dims, opts);
-  if (const char* spec = std::getenv("WEFT_TEST_WORKER"); spec && *spec) return run_test_worker(ctx, spec);
+  if (const char* spec = std::getenv("WEFT_TEST_WORKER"); spec && *spec)
+    return run_test_worker(ctx, spec);
   fail(str("rank ", env.rank, ": layout ", dims.describe(), " is valid and all ", env.world_size,
            " ranks connected, but the Trainer cannot split a model across processes yet; run "
            "without --nproc (or with WORLD_SIZE=1)"));

@@ -39,9 +39,13 @@ TEST(WorkerEnv, MissingEnvironmentIsASingleProcess) {
 }
 
 TEST(WorkerEnv, ReadsTheTorchrunContract) {
-  const WorkerEnv e = parse({{"RANK", "5"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"},
-                             {"LOCAL_WORLD_SIZE", "4"}, {"MASTER_ADDR", "node0"},
-                             {"MASTER_PORT", "29511"}, {"TORCHELASTIC_RESTART_COUNT", "2"},
+  const WorkerEnv e = parse({{"RANK", "5"},
+                             {"WORLD_SIZE", "8"},
+                             {"LOCAL_RANK", "1"},
+                             {"LOCAL_WORLD_SIZE", "4"},
+                             {"MASTER_ADDR", "node0"},
+                             {"MASTER_PORT", "29511"},
+                             {"TORCHELASTIC_RESTART_COUNT", "2"},
                              {"TORCHELASTIC_USE_AGENT_STORE", "True"}});
   EXPECT_EQ(e.rank, 5);
   EXPECT_EQ(e.world_size, 8);
@@ -52,14 +56,16 @@ TEST(WorkerEnv, ReadsTheTorchrunContract) {
   EXPECT_EQ(e.restart_count, 2);
   EXPECT_TRUE(e.use_agent_store);
   EXPECT_FALSE(e.is_primary());
-  const WorkerEnv d = parse({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}});
+  const WorkerEnv d =
+      parse({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}});
   EXPECT_EQ(d.local_rank, 3);  // defaults: one node
   EXPECT_EQ(d.local_world_size, 4);
   EXPECT_FALSE(d.use_agent_store);
 }
 
 TEST(WorkerEnv, MalformedValuesNameTheVariable) {
-  const Env base = {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "29500"}};
+  const Env base = {
+      {"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "29500"}};
   auto with = [&](const std::string& k, const std::string& v) {
     Env e = base;
     e[k] = v;
@@ -67,19 +73,28 @@ TEST(WorkerEnv, MalformedValuesNameTheVariable) {
   };
   EXPECT_NE(error_of(with("RANK", "x")).find("RANK='x' is not an integer"), std::string::npos);
   EXPECT_NE(error_of(with("RANK", "2")).find("RANK=2 is out of range [0, 1]"), std::string::npos);
-  EXPECT_NE(error_of(with("WORLD_SIZE", "2.5")).find("WORLD_SIZE='2.5' is not an integer"), std::string::npos);
-  EXPECT_NE(error_of(with("WORLD_SIZE", "0")).find("WORLD_SIZE=0 is out of range"), std::string::npos);
-  EXPECT_NE(error_of(with("MASTER_PORT", "70000")).find("MASTER_PORT=70000 is out of range"), std::string::npos);
-  EXPECT_NE(error_of(with("LOCAL_RANK", "-1")).find("LOCAL_RANK=-1 is out of range"), std::string::npos);
-  EXPECT_NE(error_of(with("TORCHELASTIC_RESTART_COUNT", "many")).find("TORCHELASTIC_RESTART_COUNT='many'"),
+  EXPECT_NE(error_of(with("WORLD_SIZE", "2.5")).find("WORLD_SIZE='2.5' is not an integer"),
             std::string::npos);
-  EXPECT_NE(error_of(with("TORCHELASTIC_USE_AGENT_STORE", "maybe")).find("TORCHELASTIC_USE_AGENT_STORE='maybe'"),
+  EXPECT_NE(error_of(with("WORLD_SIZE", "0")).find("WORLD_SIZE=0 is out of range"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("MASTER_PORT", "70000")).find("MASTER_PORT=70000 is out of range"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("LOCAL_RANK", "-1")).find("LOCAL_RANK=-1 is out of range"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("TORCHELASTIC_RESTART_COUNT", "many"))
+                .find("TORCHELASTIC_RESTART_COUNT='many'"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("TORCHELASTIC_USE_AGENT_STORE", "maybe"))
+                .find("TORCHELASTIC_USE_AGENT_STORE='maybe'"),
             std::string::npos);
   EXPECT_NE(error_of({{"RANK", "0"}}).find("RANK is set but WORLD_SIZE is not"), std::string::npos);
-  EXPECT_NE(error_of({{"WORLD_SIZE", "2"}}).find("WORLD_SIZE is set but RANK is not"), std::string::npos);
-  EXPECT_NE(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "1"}}).find("MASTER_ADDR is not set"),
+  EXPECT_NE(error_of({{"WORLD_SIZE", "2"}}).find("WORLD_SIZE is set but RANK is not"),
             std::string::npos);
-  EXPECT_NE(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}}).find("MASTER_PORT is not set"),
+  EXPECT_NE(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "1"}})
+                .find("MASTER_ADDR is not set"),
+            std::string::npos);
+  EXPECT_NE(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}})
+                .find("MASTER_PORT is not set"),
             std::string::npos);
 }
 
@@ -111,7 +126,8 @@ TEST(ParallelContext, RefusesMismatchedWorldAndNonMembers) {
     ParallelContext ctx(WorkerEnv{}, make_parallel_dims(2, ParallelConfig{}));
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("needs world_size(2) but WORLD_SIZE is 1"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("needs world_size(2) but WORLD_SIZE is 1"),
+              std::string::npos)
         << e.what();
   }
   Group outsider;
@@ -122,8 +138,10 @@ TEST(ParallelContext, RefusesMismatchedWorldAndNonMembers) {
     all_reduce(outsider, t);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("rank 3: all_reduce on group 'embedding' but this rank is not a member"),
-              std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(
+                  "rank 3: all_reduce on group 'embedding' but this rank is not a member"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -33,6 +33,9 @@ std::string error_of(const std::function<void()>& fn) {
 struct Layout {
   int64_t tp, pp, dp;
 };
+void PrintTo(const Layout& l, std::ostream* os) {
+  *os << "(" << l.tp << "," << l.pp << "," << l.dp << ")";
+}
 
 class Topology8 : public ::testing::TestWithParam<Layout> {};
 
@@ -111,10 +114,12 @@ TEST(Topology, Grid222Memberships) {
 TEST(Topology, MatchesMegatronDocstringExample) {
   const ParallelDims d = make_parallel_dims(16, pc(2, 4));
   EXPECT_EQ(d.dp, 2);
-  EXPECT_EQ(all_groups(d, GroupKind::kTensor),
-            (std::vector<Ranks>{{0, 1}, {2, 3}, {4, 5}, {6, 7}, {8, 9}, {10, 11}, {12, 13}, {14, 15}}));
-  EXPECT_EQ(all_groups(d, GroupKind::kData),
-            (std::vector<Ranks>{{0, 2}, {1, 3}, {4, 6}, {5, 7}, {8, 10}, {9, 11}, {12, 14}, {13, 15}}));
+  EXPECT_EQ(
+      all_groups(d, GroupKind::kTensor),
+      (std::vector<Ranks>{{0, 1}, {2, 3}, {4, 5}, {6, 7}, {8, 9}, {10, 11}, {12, 13}, {14, 15}}));
+  EXPECT_EQ(
+      all_groups(d, GroupKind::kData),
+      (std::vector<Ranks>{{0, 2}, {1, 3}, {4, 6}, {5, 7}, {8, 10}, {9, 11}, {12, 14}, {13, 15}}));
   EXPECT_EQ(all_groups(d, GroupKind::kPipeline),
             (std::vector<Ranks>{{0, 4, 8, 12}, {1, 5, 9, 13}, {2, 6, 10, 14}, {3, 7, 11, 15}}));
   EXPECT_EQ(all_groups(d, GroupKind::kEmbedding),
@@ -147,8 +152,9 @@ TEST(Topology, RefusesDegreesThatDoNotDivideTheWorld) {
             std::string::npos);
   const auto vpp = error_of([] { make_parallel_dims(8, pc(2, 1, 2)); });
   EXPECT_NE(vpp.find("vpp(2) > 1 needs pipeline parallelism but pp(1)"), std::string::npos) << vpp;
-  EXPECT_NE(error_of([] { make_parallel_dims(8, pc(16, 1)); }).find("does not divide world_size(8)"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of([] { make_parallel_dims(8, pc(16, 1)); }).find("does not divide world_size(8)"),
+      std::string::npos);
 }
 
 Config tiny(int64_t tp, int64_t pp, int64_t vpp = 1) {
@@ -166,7 +172,8 @@ Config tiny(int64_t tp, int64_t pp, int64_t vpp = 1) {
 }
 
 TEST(Topology, ValidLayoutsOfATinyModel) {
-  for (auto [tp, pp] : {std::pair<int64_t, int64_t>{1, 1}, {8, 1}, {1, 8}, {2, 2}, {4, 2}, {2, 1}, {1, 4}})
+  for (auto [tp, pp] :
+       {std::pair<int64_t, int64_t>{1, 1}, {8, 1}, {1, 8}, {2, 2}, {4, 2}, {2, 1}, {1, 4}})
     EXPECT_NO_THROW(validate_layout(8, tiny(tp, pp))) << tp << "," << pp;
   EXPECT_NO_THROW(validate_layout(8, tiny(1, 4, 2)));  // 8 virtual stages, 8 layers
 }
@@ -178,11 +185,14 @@ TEST(Topology, ModelProblemsAreNamedTogether) {
   c.model.ffn_hidden_size = 100;
   c.model.vocab_size = 50257;
   const auto msg = error_of([&] { validate_layout(8, c); });
-  EXPECT_NE(msg.find("parallel layout tp(8) × pp(1) × dp(1) for world_size(8)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("parallel layout tp(8) × pp(1) × dp(1) for world_size(8)"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("model.num_heads(12) is not divisible by tp(8)"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("model.ffn_hidden_size(100) is not divisible by tp(8)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.ffn_hidden_size(100) is not divisible by tp(8)"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("e.g. 104"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("model.vocab_size(50257) is not divisible by tp(8)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.vocab_size(50257) is not divisible by tp(8)"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("e.g. 50264"), std::string::npos) << msg;
   EXPECT_EQ(msg.find('\n'), std::string::npos);
 }
@@ -193,7 +203,9 @@ TEST(Topology, KvHeadsMustDivideOrBeDivisibleByTp) {
   c.model.hidden_size = 96;
   c.model.num_kv_heads = 3;
   const auto msg = error_of([&] { validate_layout(8, c); });
-  EXPECT_NE(msg.find("model.num_kv_heads(3) and tp(2): one must divide the other"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.num_kv_heads(3) and tp(2): one must divide the other"),
+            std::string::npos)
+      << msg;
   c.model.num_kv_heads = 2;
   c.parallel.tp = 4;  // 2 KV heads replicated over 4 TP ranks
   EXPECT_NO_THROW(validate_layout(8, c));
@@ -205,7 +217,9 @@ TEST(Topology, MoreStagesThanLayers) {
   Config c = tiny(1, 4, 2);
   c.model.num_layers = 6;
   const auto msg = error_of([&] { validate_layout(8, c); });
-  EXPECT_NE(msg.find("pp(4) × vpp(2) = 8 virtual stages but model.num_layers is 6"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("pp(4) × vpp(2) = 8 virtual stages but model.num_layers is 6"),
+            std::string::npos)
+      << msg;
   c = tiny(1, 8);
   c.model.num_layers = 4;
   EXPECT_NE(error_of([&] { validate_layout(8, c); }).find("pp(8) stages but model.num_layers is 4"),
@@ -216,20 +230,26 @@ TEST(Topology, BatchAndSequenceSplits) {
   Config c = tiny(2, 1);  // dp 4
   c.train.global_batch_size = 10;
   auto msg = error_of([&] { validate_layout(8, c); });
-  EXPECT_NE(msg.find("train.global_batch_size(10) is not divisible by train.micro_batch_size(1) × dp(4) = 4"),
-            std::string::npos) << msg;
+  EXPECT_NE(
+      msg.find(
+          "train.global_batch_size(10) is not divisible by train.micro_batch_size(1) × dp(4) = 4"),
+      std::string::npos)
+      << msg;
   c = tiny(8, 1);
   c.train.seq_len = 60;
   EXPECT_NO_THROW(validate_layout(8, c));
   c.parallel.sequence_parallel = true;
   msg = error_of([&] { validate_layout(8, c); });
-  EXPECT_NE(msg.find("train.seq_len(60) is not divisible by tp(8) with parallel.sequence_parallel=true"),
-            std::string::npos) << msg;
+  EXPECT_NE(
+      msg.find("train.seq_len(60) is not divisible by tp(8) with parallel.sequence_parallel=true"),
+      std::string::npos)
+      << msg;
 }
 
 TEST(Topology, CoordinatesOutsideTheGrid) {
   const ParallelDims d = make_parallel_dims(8, pc(2, 2));
-  EXPECT_NE(error_of([&] { coord_of(d, 8); }).find("rank 8 is outside the grid"), std::string::npos);
+  EXPECT_NE(error_of([&] { coord_of(d, 8); }).find("rank 8 is outside the grid"),
+            std::string::npos);
   EXPECT_THROW(rank_of(d, RankCoord{2, 0, 0}), Error);
 }
 
