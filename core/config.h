@@ -91,6 +91,7 @@ struct ParallelConfig {
   int64_t vpp = 1;
   int64_t zero = 0;
   bool sequence_parallel = false;
+  int64_t timeout_sec = 300;  // rendezvous and collective timeout; a hung peer fails after this
 };
 
 struct Config {

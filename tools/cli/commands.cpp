@@ -13,6 +13,7 @@
 #include "core/fileio.h"
 #include "models/transformer.h"
 #include "parallel/device.h"
+#include "parallel/topology.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/data/gpt_dataset.h"
 #include "runtime/data/preprocess.h"
@@ -22,6 +23,8 @@
 #include "runtime/job.h"
 #include "runtime/perf.h"
 #include "runtime/trainer.h"
+#include "tools/cli/launcher.h"
+#include "tools/cli/worker.h"
 
 namespace fs = std::filesystem;
 
@@ -80,8 +83,18 @@ std::pair<std::string, std::string> split_spec(const std::string& spec, const ch
 
 int cmd_train(const CliArgs& a) {
   Config cfg = job_config(a);
-  WEFT_CHECK(a.nproc <= 1, "--nproc ", a.nproc,
-             ": this build trains in one process; multi-process layouts are not available yet");
+  if (a.nproc > 1) {
+    // Refuse an impossible layout here, before any worker starts.
+    cfg.validate();
+    const ParallelDims dims = validate_layout(a.nproc, cfg);
+    LaunchOptions launch;
+    launch.nproc = a.nproc;
+    launch.args = strip_nproc_flag(a.argv);
+    launch.label = dims.describe();
+    return launch_local_workers(launch);
+  }
+  const WorkerEnv env = worker_env_from_environment();
+  if (env.world_size > 1) return run_train_worker(cfg, env);
   Trainer trainer(cfg);
   g_trainer = &trainer;
   std::signal(SIGINT, on_stop_signal);

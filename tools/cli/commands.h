@@ -9,6 +9,7 @@
 namespace weft {
 
 struct CliArgs {
+  std::vector<std::string> argv;  // the command line after the program name, as given
   std::string config;
   std::vector<std::string> overrides;  // --set KEY=VALUE, in order
   int nproc = 0;

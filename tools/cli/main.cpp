@@ -42,6 +42,8 @@ const Command kCommands[] = {
      "weft train --config FILE [--set KEY=VALUE]... [--nproc N]\n"
      "  Trains the job in FILE; resumes if checkpoint.dir holds a complete checkpoint.\n"
      "  --set overrides any config key (repeatable), e.g. --set optim.lr=3e-4.\n"
+     "  --nproc N starts N local workers (output prefixed [rank K]); without it, a worker reads\n"
+     "  the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT...) or runs alone.\n"
      "  SIGINT/SIGTERM finish the current step, checkpoint and exit.",
      weft::cmd_train},
     {"eval",
@@ -96,6 +98,7 @@ int main(int argc, char** argv) {
 
   // --set may repeat, which gflags cannot express: collect it here and hide it from gflags.
   weft::CliArgs args;
+  args.argv.assign(argv + 1, argv + argc);
   std::vector<char*> rest = {argv[0]};
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];

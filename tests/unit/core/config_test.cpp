@@ -62,6 +62,15 @@ TEST(Config, SetOverridesAnyKeyAndRejectsUnknown) {
   EXPECT_NE(error_of([&] { apply_override(c, "train.steps=1.5"); }), "");
 }
 
+TEST(Config, ParallelTimeout) {
+  Config c;
+  EXPECT_EQ(c.parallel.timeout_sec, 300);
+  apply_override(c, "parallel.timeout_sec=30");
+  EXPECT_EQ(c.parallel.timeout_sec, 30);
+  apply_override(c, "parallel.timeout_sec=0");
+  EXPECT_NE(error_of([&] { c.validate(); }).find("parallel.timeout_sec must be > 0"), std::string::npos);
+}
+
 TEST(Config, ResolvedYamlRoundTrips) {
   Config c;
   apply_override(c, "model.rope_theta=500000");
