@@ -12,38 +12,37 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-bool trivial(const ProcessGroupPtr& g) { return !g || g->getSize() == 1; }
+bool trivial(const Group& g) { return g.size() == 1; }
 
-// Autograd contexts hold IValues; the group outlives every step, so its address is enough.
-int64_t stash(const ProcessGroupPtr& g) { return reinterpret_cast<intptr_t>(g.get()); }
-ProcessGroupPtr unstash(AutogradContext* ctx) {
-  auto* raw = reinterpret_cast<c10d::ProcessGroup*>(ctx->saved_data["group"].toInt());
-  return c10::intrusive_ptr<c10d::ProcessGroup>::reclaim_copy(raw);
+// Autograd contexts hold IValues; the group outlives every graph, so its address is enough.
+int64_t stash(const Group& g) { return reinterpret_cast<intptr_t>(&g); }
+const Group& unstash(AutogradContext* ctx) {
+  return *reinterpret_cast<const Group*>(ctx->saved_data["group"].toInt());
 }
 
 struct CopyToRegion : torch::autograd::Function<CopyToRegion> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const ProcessGroupPtr& g) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const Group& g) {
     ctx->saved_data["group"] = stash(g);
     return x.view_as(x);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto g = grads[0].contiguous().clone();
-    all_reduce_(g, unstash(ctx));
+    all_reduce(unstash(ctx), g);
     return {g, at::Tensor()};
   }
 };
 
 struct ReduceFromRegion : torch::autograd::Function<ReduceFromRegion> {
-  static at::Tensor forward(AutogradContext*, const at::Tensor& x, const ProcessGroupPtr& g) {
+  static at::Tensor forward(AutogradContext*, const at::Tensor& x, const Group& g) {
     auto y = x.contiguous().clone();
-    all_reduce_(y, g);
+    all_reduce(g, y);
     return y;
   }
   static variable_list backward(AutogradContext*, variable_list grads) { return {grads[0], at::Tensor()}; }
 };
 
 struct GatherSequence : torch::autograd::Function<GatherSequence> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const ProcessGroupPtr& g) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const Group& g) {
     ctx->saved_data["group"] = stash(g);
     return all_gather_dim(x, 1, g);
   }
@@ -53,7 +52,7 @@ struct GatherSequence : torch::autograd::Function<GatherSequence> {
 };
 
 struct ReduceScatterSequence : torch::autograd::Function<ReduceScatterSequence> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const ProcessGroupPtr& g) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const Group& g) {
     ctx->saved_data["group"] = stash(g);
     return reduce_scatter_dim(x, 1, g);
   }
@@ -63,11 +62,11 @@ struct ReduceScatterSequence : torch::autograd::Function<ReduceScatterSequence> 
 };
 
 struct ScatterSequence : torch::autograd::Function<ScatterSequence> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const ProcessGroupPtr& g) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const Group& g) {
     ctx->saved_data["group"] = stash(g);
-    const int64_t n = g->getSize(), T = x.size(1);
+    const int64_t n = g.size(), T = x.size(1);
     WEFT_CHECK(T % n == 0, "sequence parallelism: seq_len ", T, " is not divisible by tp ", n);
-    return x.narrow(1, g->getRank() * (T / n), T / n).contiguous();
+    return x.narrow(1, g.rank * (T / n), T / n).contiguous();
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     return {all_gather_dim(grads[0], 1, unstash(ctx)), at::Tensor()};
@@ -76,19 +75,19 @@ struct ScatterSequence : torch::autograd::Function<ScatterSequence> {
 
 struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossEntropy> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& labels,
-                            int64_t vocab_start, const ProcessGroupPtr& g) {
+                            int64_t vocab_start, const Group& g) {
     const int64_t V = logits.size(1);
     auto z = logits.to(at::kFloat);                              // (N, V/tp)
     auto m = std::get<0>(z.max(1));                              // (N)
-    all_reduce_(m, g, c10d::ReduceOp::MAX);
+    all_reduce(g, m, ReduceOp::kMax);
     z = z - m.unsqueeze(1);
     auto local = labels.ge(vocab_start).logical_and(labels.lt(vocab_start + V));  // (N)
     auto idx = (labels - vocab_start).clamp(0, V - 1);
     auto target = z.gather(1, idx.unsqueeze(1)).squeeze(1) * local.to(at::kFloat);
-    all_reduce_(target, g);
+    all_reduce(g, target);
     auto e = z.exp();
     auto sum = e.sum(1);
-    all_reduce_(sum, g);
+    all_reduce(g, sum);
     ctx->save_for_backward({e / sum.unsqueeze(1), idx, local});
     ctx->saved_data["dtype"] = static_cast<int64_t>(logits.scalar_type());
     return sum.log() - target;
@@ -105,49 +104,31 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
 
 }  // namespace
 
-void all_reduce_(at::Tensor& t, const ProcessGroupPtr& g, c10d::ReduceOp op) {
-  if (trivial(g)) return;
-  std::vector<at::Tensor> v{t};
-  c10d::AllreduceOptions opts;
-  opts.reduceOp = op;
-  g->allreduce(v, opts)->wait();
-}
-
-at::Tensor all_gather_dim(const at::Tensor& t, int64_t dim, const ProcessGroupPtr& g) {
+at::Tensor all_gather_dim(const at::Tensor& t, int64_t dim, const Group& g) {
   if (trivial(g)) return t;
-  auto x = t.movedim(dim, 0).contiguous();
-  std::vector<at::Tensor> in{x};
-  std::vector<std::vector<at::Tensor>> out(1);
-  for (int64_t i = 0; i < g->getSize(); ++i) out[0].push_back(at::empty_like(x));
-  g->allgather(out, in)->wait();
-  return at::cat(out[0], 0).movedim(0, dim).contiguous();
+  return all_gather(g, t.movedim(dim, 0).contiguous()).movedim(0, dim).contiguous();
 }
 
-at::Tensor reduce_scatter_dim(const at::Tensor& t, int64_t dim, const ProcessGroupPtr& g) {
+at::Tensor reduce_scatter_dim(const at::Tensor& t, int64_t dim, const Group& g) {
   if (trivial(g)) return t;
-  const int64_t n = g->getSize();
-  WEFT_CHECK(t.size(dim) % n == 0, "reduce-scatter: dim ", dim, " of size ", t.size(dim),
-             " is not divisible by the group size ", n);
-  // All-reduce then keep this rank's chunk: Gloo's CPU backend has no reduce-scatter.
-  auto x = t.contiguous().clone();
-  all_reduce_(x, g);
-  const int64_t chunk = x.size(dim) / n;
-  return x.narrow(dim, g->getRank() * chunk, chunk).contiguous();
+  WEFT_CHECK(t.size(dim) % g.size() == 0, "reduce-scatter: dim ", dim, " of size ", t.size(dim),
+             " is not divisible by the group size ", g.size());
+  return reduce_scatter(g, t.movedim(dim, 0).contiguous()).movedim(0, dim).contiguous();
 }
 
-at::Tensor copy_to_region(const at::Tensor& x, const ProcessGroupPtr& g) {
+at::Tensor copy_to_region(const at::Tensor& x, const Group& g) {
   return trivial(g) ? x : CopyToRegion::apply(x, g);
 }
-at::Tensor reduce_from_region(const at::Tensor& x, const ProcessGroupPtr& g) {
+at::Tensor reduce_from_region(const at::Tensor& x, const Group& g) {
   return trivial(g) ? x : ReduceFromRegion::apply(x, g);
 }
-at::Tensor gather_sequence(const at::Tensor& x, const ProcessGroupPtr& g) {
+at::Tensor gather_sequence(const at::Tensor& x, const Group& g) {
   return trivial(g) ? x : GatherSequence::apply(x, g);
 }
-at::Tensor reduce_scatter_sequence(const at::Tensor& x, const ProcessGroupPtr& g) {
+at::Tensor reduce_scatter_sequence(const at::Tensor& x, const Group& g) {
   return trivial(g) ? x : ReduceScatterSequence::apply(x, g);
 }
-at::Tensor scatter_sequence(const at::Tensor& x, const ProcessGroupPtr& g) {
+at::Tensor scatter_sequence(const at::Tensor& x, const Group& g) {
   return trivial(g) ? x : ScatterSequence::apply(x, g);
 }
 
@@ -160,7 +141,7 @@ at::Tensor vocab_parallel_embedding_partial(const at::Tensor& tokens, const at::
 }
 
 at::Tensor vocab_parallel_cross_entropy(const at::Tensor& logits, const at::Tensor& labels,
-                                        int64_t vocab_start, const ProcessGroupPtr& g) {
+                                        int64_t vocab_start, const Group& g) {
   return VocabParallelCrossEntropy::apply(logits, labels, vocab_start, g);
 }
 

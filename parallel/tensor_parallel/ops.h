@@ -1,5 +1,6 @@
 // Tensor-parallel communication as autograd functions (Megatron's mappings), over an explicit
-// c10d process group. Each op is the identity when the group has one rank.
+// group of the ParallelContext. Each op is the identity when the group has one rank. The group
+// must outlive the autograd graph (it does: the context lives for the whole job).
 //
 // Regions: inside a tensor-parallel region each rank holds a slice of the hidden features
 // (column-parallel outputs); outside it activations are replicated (or, with sequence
@@ -12,20 +13,18 @@
 #pragma once
 
 #include <ATen/ATen.h>
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+
+#include "parallel/comm.h"
 
 namespace weft {
-
-using ProcessGroupPtr = c10::intrusive_ptr<c10d::ProcessGroup>;
-
 namespace tp {
 
-at::Tensor copy_to_region(const at::Tensor& x, const ProcessGroupPtr& group);
-at::Tensor reduce_from_region(const at::Tensor& x, const ProcessGroupPtr& group);
+at::Tensor copy_to_region(const at::Tensor& x, const Group& group);
+at::Tensor reduce_from_region(const at::Tensor& x, const Group& group);
 // x (B, T/tp, C) <-> (B, T, C); T must divide evenly.
-at::Tensor gather_sequence(const at::Tensor& x, const ProcessGroupPtr& group);
-at::Tensor reduce_scatter_sequence(const at::Tensor& x, const ProcessGroupPtr& group);
-at::Tensor scatter_sequence(const at::Tensor& x, const ProcessGroupPtr& group);
+at::Tensor gather_sequence(const at::Tensor& x, const Group& group);
+at::Tensor reduce_scatter_sequence(const at::Tensor& x, const Group& group);
+at::Tensor scatter_sequence(const at::Tensor& x, const Group& group);
 
 // Embedding lookup with the vocabulary split over the group: rank r holds rows
 // [vocab_start, vocab_start + V/tp) of the table. Returns this rank's partial sum (B, T, C)
@@ -39,12 +38,11 @@ at::Tensor vocab_parallel_embedding_partial(const at::Tensor& tokens, const at::
 //   loss_i = log(sum_j exp(z_ij - m_i)) - (z_i,label - m_i),   m_i = max_j z_ij
 //   dz_ij  = softmax(z)_ij - [j == label_i]                    (local slice of it)
 at::Tensor vocab_parallel_cross_entropy(const at::Tensor& logits, const at::Tensor& labels,
-                                        int64_t vocab_start, const ProcessGroupPtr& group);
+                                        int64_t vocab_start, const Group& group);
 
-// Collectives used above, blocking, on contiguous CPU or CUDA tensors (in place for all_reduce).
-void all_reduce_(at::Tensor& t, const ProcessGroupPtr& group, c10d::ReduceOp op = c10d::ReduceOp::SUM);
-at::Tensor all_gather_dim(const at::Tensor& t, int64_t dim, const ProcessGroupPtr& group);
-at::Tensor reduce_scatter_dim(const at::Tensor& t, int64_t dim, const ProcessGroupPtr& group);
+// all_gather / reduce_scatter of parallel/comm.h along any dim (they work on dim 0).
+at::Tensor all_gather_dim(const at::Tensor& t, int64_t dim, const Group& group);
+at::Tensor reduce_scatter_dim(const at::Tensor& t, int64_t dim, const Group& group);
 
 }  // namespace tp
 }  // namespace weft
