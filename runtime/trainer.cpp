@@ -23,6 +23,7 @@
 #include "runtime/optim/optimizer.h"
 #include "runtime/perf.h"
 #include "runtime/job.h"
+#include "parallel/comm.h"
 #include "parallel/device.h"
 
 namespace fs = std::filesystem;
@@ -30,6 +31,9 @@ namespace fs = std::filesystem;
 namespace weft {
 
 struct Trainer::State {
+  const ParallelContext* ctx = nullptr;
+  int64_t dp = 1, dp_rank = 0;
+  bool primary = true;  // writes config, metrics, checkpoints and the console
   at::Device device{at::kCPU};
   Transformer model{nullptr};
   std::unique_ptr<AdamW> optim;
@@ -72,20 +76,33 @@ at::Tensor hex_to_bytes(const std::string& s) {
 Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(opts), s_(new State) {
   cfg_.validate();
   auto& s = *s_;
-  s.device = select_device(cfg_.device);
+  s.ctx = opts_.parallel;
+  if (s.ctx) {
+    WEFT_CHECK(s.ctx->dims().tp == 1 && s.ctx->dims().pp == 1, "rank ", s.ctx->rank(), ": layout ",
+               s.ctx->dims().describe(), " needs tensor/pipeline parallelism, which the Trainer does not "
+               "have yet; use parallel.tp=1 parallel.pp=1 (data parallel only)");
+    s.dp = s.ctx->dims().dp;
+    s.dp_rank = s.ctx->coord().dp;
+    s.primary = s.ctx->is_primary();
+    opts_.console = opts_.console && s.primary;
+  }
+  s.device = select_device(cfg_.device, s.ctx ? int(s.ctx->env().local_rank) : 0);
   if (cfg_.train.threads > 0) at::set_num_threads(int(cfg_.train.threads));
-  WEFT_CHECK(cfg_.train.global_batch_size % cfg_.train.micro_batch_size == 0,
+  WEFT_CHECK(cfg_.train.global_batch_size % (cfg_.train.micro_batch_size * s.dp) == 0,
              "config: train.global_batch_size (", cfg_.train.global_batch_size,
-             ") must be a multiple of train.micro_batch_size (", cfg_.train.micro_batch_size, ")");
+             ") must be a multiple of train.micro_batch_size (", cfg_.train.micro_batch_size,
+             ") x data-parallel size (", s.dp, ")");
 
   s.train_data = open_dataset(cfg_, DataSplit::kTrain);
   if (cfg_.train.eval_interval > 0) s.valid_data = open_dataset(cfg_, DataSplit::kValid);
 
-  std::error_code ec;
-  fs::create_directories(cfg_.run.dir, ec);
-  WEFT_CHECK(!ec, "cannot create run.dir '", cfg_.run.dir, "': ", ec.message());
-  write_file_atomic((fs::path(cfg_.run.dir) / "config.yaml").string(), to_yaml(cfg_));
-  LOG(INFO) << "resolved config:\n" << to_yaml(cfg_);
+  if (s.primary) {
+    std::error_code ec;
+    fs::create_directories(cfg_.run.dir, ec);
+    WEFT_CHECK(!ec, "cannot create run.dir '", cfg_.run.dir, "': ", ec.message());
+    write_file_atomic((fs::path(cfg_.run.dir) / "config.yaml").string(), to_yaml(cfg_));
+    LOG(INFO) << "resolved config:\n" << to_yaml(cfg_);
+  }
 
   s.model = build_model(cfg_.model, s.device, cfg_.train.seed);
   std::vector<std::pair<std::string, at::Tensor>> params;
@@ -101,7 +118,7 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
                      ? cfg_.run.peak_tflops * 1e12
                      : measure_matmul_peak_flops(cfg_.precision == "bf16" ? at::kBFloat16 : at::kFloat,
                                                  s.device, 0.3);
-  s.metrics = std::make_unique<MetricsLogger>(cfg_.run.dir, cfg_.run.tensorboard);
+  if (s.primary) s.metrics = std::make_unique<MetricsLogger>(cfg_.run.dir, cfg_.run.tensorboard);
 
   if (auto latest = find_latest_checkpoint(cfg_.checkpoint_dir())) {
     auto data = load_checkpoint(*latest, /*with_optimizer=*/true);
@@ -112,12 +129,12 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
     at::Generator gen = at::detail::getDefaultCPUGenerator();
     gen.set_state(hex_to_bytes(data.trainer_state.at("rng_cpu").get<std::string>()));
     LOG(INFO) << "resumed from " << *latest << " at step " << s.step;
-    s.metrics->write({{"event", "resume"}, {"step", s.step}, {"checkpoint", *latest}});
+    if (s.metrics) s.metrics->write({{"event", "resume"}, {"step", s.step}, {"checkpoint", *latest}});
   } else if (!cfg_.checkpoint.init_from.empty()) {
     const auto dir = resolve_checkpoint_dir(cfg_.checkpoint.init_from);
     load_model_tensors(*s.model, load_checkpoint(dir, /*with_optimizer=*/false).model, dir);
     LOG(INFO) << "initialised weights from " << dir;
-    s.metrics->write({{"event", "init_from"}, {"step", 0}, {"checkpoint", dir}});
+    if (s.metrics) s.metrics->write({{"event", "init_from"}, {"step", 0}, {"checkpoint", dir}});
   }
   status_.step = s.step;
   status_.total_steps = cfg_.train.steps;
@@ -133,13 +150,17 @@ TrainerStatus Trainer::status() const {
 void Trainer::run() {
   auto& s = *s_;
   const auto& t = cfg_.train;
-  const int64_t num_micro = t.global_batch_size / t.micro_batch_size;
+  // This DP rank's share of each global batch: samples [dp_rank * local, (dp_rank + 1) * local).
+  const int64_t local_batch = t.global_batch_size / s.dp;
+  const int64_t num_micro = local_batch / t.micro_batch_size;
   {
     std::lock_guard<std::mutex> lock(status_mu_);
     status_.running = true;
   }
   const auto ckpt_dir = cfg_.checkpoint_dir();
   auto save = [&]() {
+    // Data-parallel replicas are identical: the primary writes, the others wait for it.
+    if (!s.primary) return s.ctx ? barrier(s.ctx->world()) : void();
     const auto t0 = std::chrono::steady_clock::now();
     CheckpointData data;
     data.step = s.step;
@@ -154,19 +175,22 @@ void Trainer::run() {
     s.metrics->write({{"event", "checkpoint"}, {"step", s.step}, {"blocking_ms", ms},
                       {"total_ms", ms}, {"bytes", r.bytes}, {"dir", r.dir}});
     if (opts_.console) std::printf("checkpoint %s (%.1f MB, %.0f ms)\n", r.dir.c_str(), r.bytes / 1e6, ms);
+    if (s.ctx) barrier(s.ctx->world());
   };
 
   const auto t_start = std::chrono::steady_clock::now();
   const int64_t first_step = s.step;
   int64_t last_saved = s.step;
-  while (s.step < t.steps && !stop_.load()) {
+  bool stopping = false;
+  while (s.step < t.steps && !stopping) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = learning_rate(cfg_.optim, s.step, t.steps);
     s.optim->zero_grad();
     double loss_sum = 0;
     for (int64_t m = 0; m < num_micro; ++m) {
       // (mbs, T+1) tokens: inputs are [:, :-1], labels [:, 1:].
-      auto batch = make_batch(*s.train_data, s.consumed_samples + m * t.micro_batch_size,
+      auto batch = make_batch(*s.train_data,
+                              s.consumed_samples + s.dp_rank * local_batch + m * t.micro_batch_size,
                               t.micro_batch_size, t.seq_len)
                        .to(s.device);
       at::Tensor loss;
@@ -177,6 +201,26 @@ void Trainer::run() {
       (loss / double(num_micro)).backward();
       loss_sum += loss.item<double>();
     }
+    // Agree across ranks on the mean loss and on stopping (a signal may reach ranks at different
+    // steps), and average the gradients over data-parallel replicas.
+    double loss_mean = loss_sum / double(num_micro);
+    stopping = stop_.load();
+    if (s.ctx && s.dp > 1) {
+      auto agree = at::tensor({loss_mean, stopping ? 1.0 : 0.0}, at::kDouble);
+      all_reduce(s.ctx->dp(), agree);
+      loss_mean = agree[0].item<double>() / double(s.dp);
+      stopping = agree[1].item<double>() > 0;
+      std::vector<at::Tensor> grads;
+      for (const auto& p : s.model->parameters()) grads.push_back(p.grad().reshape({-1}));
+      auto flat = at::cat(grads);
+      all_reduce(s.ctx->dp(), flat, ReduceOp::kAvg);
+      int64_t offset = 0;
+      for (const auto& p : s.model->parameters()) {
+        const int64_t n = p.numel();
+        p.mutable_grad().copy_(flat.narrow(0, offset, n).view(p.sizes()));
+        offset += n;
+      }
+    }
     const double grad_norm = clip_grad_norm(s.model->parameters(), cfg_.optim.clip_grad);
     s.optim->step(lr);
     s.step += 1;
@@ -185,14 +229,14 @@ void Trainer::run() {
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     StepMetrics m;
     m.step = s.step;
-    m.loss = loss_sum / double(num_micro);
+    m.loss = loss_mean;
     m.lr = lr;
     m.grad_norm = grad_norm;
     m.step_ms = dt * 1e3;
     m.tokens_per_sec = double(t.global_batch_size * t.seq_len) / dt;
     m.mfu = m.tokens_per_sec * s.flops_per_token / s.peak_flops;
     m.consumed_samples = s.consumed_samples;
-    s.metrics->write({{"step", m.step}, {"loss", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
+    if (s.metrics) s.metrics->write({{"step", m.step}, {"loss", m.loss}, {"lr", m.lr}, {"grad_norm", m.grad_norm},
                       {"tokens_per_sec", m.tokens_per_sec}, {"mfu", m.mfu}, {"step_ms", m.step_ms},
                       {"consumed_samples", m.consumed_samples}});
     if (opts_.console && (s.step % t.log_interval == 0 || s.step == t.steps)) {
@@ -213,7 +257,7 @@ void Trainer::run() {
     if (s.valid_data && s.step % t.eval_interval == 0) {
       const double vloss = evaluate(*s.model, *s.valid_data, t.micro_batch_size, t.seq_len,
                                     t.eval_batches, cfg_.precision, s.device);
-      s.metrics->write({{"event", "eval"}, {"step", s.step}, {"loss", vloss}});
+      if (s.metrics) s.metrics->write({{"event", "eval"}, {"step", s.step}, {"loss", vloss}});
       if (opts_.console) std::printf("eval step %" PRId64 " | val_loss %.4f\n", s.step, vloss);
       for (auto& cb : eval_callbacks_) cb(s.step, vloss);
     }

@@ -32,8 +32,13 @@ struct TrainerStatus {
   bool running = false, finished = false;
 };
 
+class ParallelContext;
+
 struct TrainerOptions {
   bool console = true;  // print a progress line every train.log_interval steps
+  // The job's rank grid, or null for one process. Must outlive the Trainer. Data parallelism
+  // only so far: tp and pp must be 1.
+  const ParallelContext* parallel = nullptr;
 };
 
 // Owns the model, optimizer, data and run directory of one job. run() is called once from one

@@ -1,7 +1,7 @@
-// The worker side of `weft train` with WORLD_SIZE > 1. The Trainer does not split a model across
-// ranks yet (issue 3, items 3-7); until it does, a worker validates, connects every group and
-// stops with an error saying so. WEFT_TEST_WORKER replaces training with a scripted behaviour so
-// tests/integration/test_launcher.py can exercise the real launcher and rendezvous end to end.
+// The worker side of `weft train` with WORLD_SIZE > 1: validates the layout, connects every group
+// and trains (data parallel so far; the Trainer refuses tp/pp > 1). WEFT_TEST_WORKER replaces
+// training with a scripted behaviour so tests/integration/test_launcher.py can exercise the real
+// launcher and rendezvous end to end.
 #include "tools/cli/worker.h"
 
 #include <signal.h>
@@ -16,9 +16,18 @@
 #include "core/error.h"
 #include "parallel/device.h"
 #include "parallel/topology.h"
+#include "runtime/trainer.h"
 
 namespace weft {
 namespace {
+
+Trainer* g_worker_trainer = nullptr;  // for the signal handler only
+
+// The first signal finishes the step in flight (all ranks agree on it), checkpoints and exits.
+extern "C" void stop_worker(int sig) {
+  if (g_worker_trainer) g_worker_trainer->request_stop();
+  signal(sig, SIG_DFL);
+}
 
 extern "C" void announce_and_die(int sig) {
   char msg[64];
@@ -76,9 +85,20 @@ int run_train_worker(const Config& cfg, const WorkerEnv& env) {
   const ParallelContext ctx(env, dims, opts);
   if (const char* spec = std::getenv("WEFT_TEST_WORKER"); spec && *spec)
     return run_test_worker(ctx, spec);
-  fail(str("rank ", env.rank, ": layout ", dims.describe(), " is valid and all ", env.world_size,
-           " ranks connected, but the Trainer cannot split a model across processes yet; run "
-           "without --nproc (or with WORLD_SIZE=1)"));
+  TrainerOptions topts;
+  topts.parallel = &ctx;
+  Trainer trainer(cfg, topts);
+  g_worker_trainer = &trainer;
+  signal(SIGTERM, stop_worker);
+  signal(SIGINT, stop_worker);
+  trainer.run();
+  g_worker_trainer = nullptr;
+  const auto st = trainer.status();
+  if (ctx.is_primary())
+    std::printf("train: %s at step %lld, final loss %.4f\n", st.finished ? "finished" : "stopped",
+                (long long)st.step, st.last_loss);
+  barrier(ctx.world());  // nobody tears its connections down while a peer still uses them
+  return 0;
 }
 
 }  // namespace weft
