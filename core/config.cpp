@@ -72,6 +72,7 @@ void for_each_field(C& c, F&& f) {
   f("parallel.zero", c.parallel.zero);
   f("parallel.sequence_parallel", c.parallel.sequence_parallel);
   f("parallel.timeout_sec", c.parallel.timeout_sec);
+  f("parallel.grad_bucket_mb", c.parallel.grad_bucket_mb);
   f("precision", c.precision);
   f("device", c.device);
 }
@@ -326,6 +327,7 @@ void Config::validate() const {
              "config: parallel.tp, parallel.pp and parallel.vpp must be >= 1");
   WEFT_CHECK(parallel.zero == 0 || parallel.zero == 1, "config: parallel.zero must be 0 or 1");
   check_positive(parallel.timeout_sec, "parallel.timeout_sec");
+  WEFT_CHECK(parallel.grad_bucket_mb > 0, "config: parallel.grad_bucket_mb must be > 0");
   WEFT_CHECK(checkpoint.interval >= 0 && checkpoint.keep >= 0,
              "config: checkpoint.interval and checkpoint.keep must be >= 0");
 }

@@ -92,6 +92,7 @@ struct ParallelConfig {
   int64_t zero = 0;
   bool sequence_parallel = false;
   int64_t timeout_sec = 300;  // rendezvous and collective timeout; a hung peer fails after this
+  double grad_bucket_mb = 25.0;  // data-parallel gradient bucket size (reduced as each fills)
 };
 
 struct Config {

@@ -24,6 +24,7 @@
 #include "runtime/perf.h"
 #include "runtime/job.h"
 #include "parallel/comm.h"
+#include "parallel/data_parallel/grad_buckets.h"
 #include "parallel/device.h"
 
 namespace fs = std::filesystem;
@@ -37,6 +38,7 @@ struct Trainer::State {
   at::Device device{at::kCPU};
   Transformer model{nullptr};
   std::unique_ptr<AdamW> optim;
+  std::unique_ptr<GradBuckets> grad_buckets;  // data parallel only
   std::shared_ptr<SampleSource> train_data, valid_data;
   std::unique_ptr<MetricsLogger> metrics;
   int64_t step = 0, consumed_samples = 0;
@@ -77,10 +79,13 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
   cfg_.validate();
   auto& s = *s_;
   s.ctx = opts_.parallel;
+  const auto& par = cfg_.parallel;
+  WEFT_CHECK(par.tp == 1 && par.pp == 1 && par.vpp == 1 && par.zero == 0 && !par.sequence_parallel,
+             "config: parallel.tp=", par.tp, " parallel.pp=", par.pp, " parallel.vpp=", par.vpp,
+             " parallel.zero=", par.zero, " parallel.sequence_parallel=", par.sequence_parallel ? "true" : "false",
+             ": the Trainer supports data parallelism only so far; set tp=pp=vpp=1, zero=0, "
+             "sequence_parallel=false");
   if (s.ctx) {
-    WEFT_CHECK(s.ctx->dims().tp == 1 && s.ctx->dims().pp == 1, "rank ", s.ctx->rank(), ": layout ",
-               s.ctx->dims().describe(), " needs tensor/pipeline parallelism, which the Trainer does not "
-               "have yet; use parallel.tp=1 parallel.pp=1 (data parallel only)");
     s.dp = s.ctx->dims().dp;
     s.dp_rank = s.ctx->coord().dp;
     s.primary = s.ctx->is_primary();
@@ -112,6 +117,11 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
     decay.push_back(cfg_.optim.decay_norms_and_biases || !is_no_decay_parameter(item.key()));
   }
   s.optim = std::make_unique<AdamW>(std::move(params), std::move(decay), cfg_.optim);
+  if (s.ctx && s.dp > 1) {
+    GradBucketsOptions gopts;
+    gopts.bucket_bytes = std::max<int64_t>(1, int64_t(cfg_.parallel.grad_bucket_mb * (1 << 20)));
+    s.grad_buckets = std::make_unique<GradBuckets>(s.model->parameters(), s.ctx->dp(), gopts);
+  }
 
   s.flops_per_token = training_flops_per_token(cfg_.model, cfg_.train.seq_len);
   s.peak_flops = cfg_.run.peak_tflops > 0
@@ -193,6 +203,8 @@ void Trainer::run() {
                               s.consumed_samples + s.dp_rank * local_batch + m * t.micro_batch_size,
                               t.micro_batch_size, t.seq_len)
                        .to(s.device);
+      // Gradients are reduced over DP only during the last micro-batch's backward (overlapped).
+      if (s.grad_buckets && m == num_micro - 1) s.grad_buckets->arm();
       at::Tensor loss;
       {
         ComputeGuard compute(cfg_.precision, s.device);
@@ -202,7 +214,7 @@ void Trainer::run() {
       loss_sum += loss.item<double>();
     }
     // Agree across ranks on the mean loss and on stopping (a signal may reach ranks at different
-    // steps), and average the gradients over data-parallel replicas.
+    // steps), and collect the data-parallel gradient averages started during backward.
     double loss_mean = loss_sum / double(num_micro);
     stopping = stop_.load();
     if (s.ctx && s.dp > 1) {
@@ -210,16 +222,7 @@ void Trainer::run() {
       all_reduce(s.ctx->dp(), agree);
       loss_mean = agree[0].item<double>() / double(s.dp);
       stopping = agree[1].item<double>() > 0;
-      std::vector<at::Tensor> grads;
-      for (const auto& p : s.model->parameters()) grads.push_back(p.grad().reshape({-1}));
-      auto flat = at::cat(grads);
-      all_reduce(s.ctx->dp(), flat, ReduceOp::kAvg);
-      int64_t offset = 0;
-      for (const auto& p : s.model->parameters()) {
-        const int64_t n = p.numel();
-        p.mutable_grad().copy_(flat.narrow(0, offset, n).view(p.sizes()));
-        offset += n;
-      }
+      s.grad_buckets->finish();
     }
     const double grad_norm = clip_grad_norm(s.model->parameters(), cfg_.optim.clip_grad);
     s.optim->step(lr);

@@ -1,0 +1,58 @@
+// Data-parallel gradient reduction in buckets, overlapped with backward: once every gradient of
+// a bucket has been accumulated on the last micro-batch of a step, its all-reduce (average over
+// the DP group) starts asynchronously while backward continues with earlier layers.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <vector>
+
+#include "parallel/comm.h"
+
+namespace weft {
+
+struct GradBucketsOptions {
+  int64_t bucket_bytes = 25 << 20;  // close a bucket once it holds this many gradient bytes
+};
+
+// Owns post-accumulate-grad hooks on `params` (removed on destruction) and one flat buffer per
+// bucket. Buckets follow reverse parameter order, the order backward produces gradients.
+// Not thread-safe; arm()/finish() from the training thread, hooks run on the autograd thread
+// of the same backward. Collectives are issued in the same order on every rank because every
+// rank runs the same graph. Throws weft::Error (via comm) when a reduction fails.
+class GradBuckets {
+ public:
+  GradBuckets(std::vector<at::Tensor> params, const Group& dp, GradBucketsOptions opts = {});
+  ~GradBuckets();
+  GradBuckets(const GradBuckets&) = delete;
+  GradBuckets& operator=(const GradBuckets&) = delete;
+
+  // Call before the backward of a step's last micro-batch: only then do hooks launch reductions
+  // (earlier micro-batches just accumulate locally).
+  void arm();
+  // Launches what backward did not (parameters without a gradient reduce zeros), waits for every
+  // reduction and writes the averaged gradients back. Call after that backward.
+  void finish();
+  int64_t num_buckets() const { return int64_t(buckets_.size()); }
+
+ private:
+  struct Bucket {
+    std::vector<size_t> params;  // indices into params_
+    int64_t numel = 0;
+    size_t ready = 0;
+    bool launched = false;
+    at::Tensor flat;
+    CommHandle handle;
+  };
+  void on_grad_ready(size_t param);
+  void launch(Bucket& b);
+
+  std::vector<at::Tensor> params_;
+  std::vector<size_t> bucket_of_;  // param index -> bucket index
+  std::vector<Bucket> buckets_;
+  const Group& dp_;
+  bool armed_ = false;
+};
+
+}  // namespace weft
