@@ -1,4 +1,5 @@
 // Config: YAML into typed structs, --set overrides, unknown keys and wrong types named.
+#include "tests/unit/test_util.h"
 #include "core/config.h"
 
 #include <gtest/gtest.h>
@@ -8,14 +9,7 @@
 namespace weft {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(Config, ParsesNestedKeysIntoTypedFields) {
   Config c;

@@ -1,5 +1,6 @@
 // Tests for core/fileio: CRC-32C against published vectors and across both implementations,
 // atomic writes, FileWriter errors (a full disk via /dev/full) and MappedFile.
+#include "tests/unit/test_util.h"
 #include "core/fileio.h"
 
 #include <gtest/gtest.h>
@@ -33,15 +34,7 @@ class TempDir {
   fs::path path_;
 };
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no weft::Error thrown>";
-}
+using testing::error_of;
 
 std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);

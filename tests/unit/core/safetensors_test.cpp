@@ -1,5 +1,6 @@
 // Tests for core/safetensors: roundtrips of every dtype and odd shapes, and that corrupt or
 // malformed files fail with a weft::Error naming the file (and tensor) instead of loading.
+#include "tests/unit/test_util.h"
 #include "core/safetensors.h"
 
 #include <ATen/ATen.h>
@@ -44,15 +45,7 @@ class SafetensorsTest : public ::testing::Test {
   fs::path dir_;
 };
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no weft::Error thrown>";
-}
+using testing::error_of;
 
 bool same_bytes(const at::Tensor& a, const at::Tensor& b) {
   if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;

@@ -1,5 +1,6 @@
 // Checkpoint commit protocol: round trip, `latest` only names complete checkpoints, damage is
 // detected and named, retention keeps the newest.
+#include "tests/unit/test_util.h"
 #include "runtime/checkpoint/checkpoint.h"
 
 #include <gtest/gtest.h>
@@ -30,14 +31,7 @@ CheckpointData sample(int64_t step) {
   return d;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(Checkpoint, RoundTripThroughLatest) {
   auto root = fresh_dir("roundtrip");

@@ -1,6 +1,7 @@
 // Pipeline schedule tables without tensors: coverage and order of every (micro-batch, chunk) on
 // every rank over a grid of (pp, vpp, m), the transfer annotations the executor relies on, the
 // memory bound of each schedule, error messages for bad inputs, and describe().
+#include "tests/unit/test_util.h"
 #include "parallel/pipeline/schedule.h"
 
 #include <gtest/gtest.h>
@@ -15,14 +16,7 @@
 namespace weft {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 using pipeline_test::grid_id;
 using pipeline_test::schedule_grid;

@@ -6,6 +6,7 @@
 #include <array>
 #include <functional>
 
+#include "tests/unit/test_util.h"
 #include "core/error.h"
 #include "parallel/pipeline/schedule.h"
 #include "tests/unit/parallel/pipeline/schedule_grid.h"
@@ -13,14 +14,7 @@
 namespace weft {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 using pipeline_test::grid_id;
 using pipeline_test::schedule_grid;
