@@ -21,8 +21,9 @@ from tokenizers import ByteLevelBPETokenizer  # noqa: E402
 from transformers import GPT2Tokenizer  # noqa: E402
 from transformers.models.clvp.tokenization_clvp import ClvpTokenizer  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.environ.get("WEFT_BUILD_DIR", os.path.join(ROOT, "build"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pyutil"))
+from weft_test import BUILD  # noqa: E402
+
 TOOL = os.path.join(BUILD, "tests", "weft_dataset_tool")
 
 SYLLABLES = ["ka", "to", "ri", "ne", "mo", "sa", "lu", "the", "ing", "tion", "er", "qu", "st",
@@ -140,8 +141,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        sys.exit(1)
+    main()

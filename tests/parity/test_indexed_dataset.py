@@ -21,8 +21,9 @@ import numpy  # noqa: E402
 import torch  # noqa: E402
 from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder  # noqa
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BUILD = os.environ.get("WEFT_BUILD_DIR", os.path.join(ROOT, "build"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pyutil"))
+from weft_test import BUILD  # noqa: E402
+
 TOOL = os.path.join(BUILD, "tests", "weft_dataset_tool")
 
 # Megatron dtype codes and the token values each can hold in these tests.
@@ -150,8 +151,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as e:
-        print(f"FAIL: {e}", file=sys.stderr)
-        sys.exit(1)
+    main()
