@@ -73,6 +73,9 @@ void for_each_field(C& c, F&& f) {
   f("parallel.sequence_parallel", c.parallel.sequence_parallel);
   f("parallel.timeout_sec", c.parallel.timeout_sec);
   f("parallel.grad_bucket_mb", c.parallel.grad_bucket_mb);
+  f("parallel.overlap_grad_reduce", c.parallel.overlap_grad_reduce);
+  f("parallel.schedule", c.parallel.schedule);
+  f("parallel.pipeline_layers", c.parallel.pipeline_layers);
   f("precision", c.precision);
   f("device", c.device);
 }
@@ -110,6 +113,7 @@ const char* type_name(const int64_t&) { return "an integer"; }
 const char* type_name(const double&) { return "a number"; }
 const char* type_name(const bool&) { return "true or false"; }
 const char* type_name(const std::vector<std::string>&) { return "a list"; }
+const char* type_name(const std::vector<int64_t>&) { return "a list of integers"; }
 
 template <typename T>
 bool decode(const YAML::Node& n, T& out) {
@@ -133,6 +137,19 @@ bool decode(const YAML::Node& n, std::vector<std::string>& out) {
   for (const auto& item : n) {
     if (!item.IsScalar()) return false;
     out.push_back(item.Scalar());
+  }
+  return true;
+}
+
+bool decode(const YAML::Node& n, std::vector<int64_t>& out) {
+  std::vector<std::string> items;
+  if (!decode(n, items)) return false;
+  out.clear();
+  for (const auto& item : items) {
+    YAML::Node scalar(item);
+    int64_t v = 0;
+    if (!YAML::convert<int64_t>::decode(scalar, v)) return false;
+    out.push_back(v);
   }
   return true;
 }
@@ -191,7 +208,8 @@ void emit_value(YAML::Emitter& out, const double& v) {
   if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // keep it a float in YAML
   out << s;
 }
-void emit_value(YAML::Emitter& out, const std::vector<std::string>& v) {
+template <typename T>
+void emit_value(YAML::Emitter& out, const std::vector<T>& v) {
   out << YAML::Flow << YAML::BeginSeq;
   for (const auto& s : v) out << s;
   out << YAML::EndSeq;

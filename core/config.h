@@ -93,6 +93,14 @@ struct ParallelConfig {
   bool sequence_parallel = false;
   int64_t timeout_sec = 300;  // rendezvous and collective timeout; a hung peer fails after this
   double grad_bucket_mb = 25.0;  // data-parallel gradient bucket size (reduced as each fills)
+  // Reduce gradient buckets while backward runs (false: all after backward; for comparison).
+  bool overlap_grad_reduce = true;
+  // Pipeline schedule: 1f1b | interleaved_1f1b | gpipe; empty = interleaved_1f1b when vpp > 1,
+  // else 1f1b.
+  std::string schedule;
+  // Layers of each virtual stage in order (pp × vpp numbers summing to model.num_layers);
+  // empty = balanced (the first num_layers % stages stages get one more).
+  std::vector<int64_t> pipeline_layers;
 };
 
 struct Config {

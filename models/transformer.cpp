@@ -10,6 +10,7 @@
 #include <functional>
 
 #include "core/error.h"
+#include "parallel/tensor_parallel/ops.h"
 
 namespace weft {
 namespace {
@@ -26,9 +27,12 @@ uint64_t param_seed(uint64_t seed, const std::string& name) {
 
 }  // namespace
 
-LinearImpl::LinearImpl(int64_t in, int64_t out, bool has_bias, const at::TensorOptions& opts) {
-  weight = register_parameter("weight", at::empty({out, in}, opts));
-  if (has_bias) bias = register_parameter("bias", at::empty({out}, opts));
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool has_bias, const at::TensorOptions& opts)
+    : LinearImpl(std::vector<int64_t>{out, in}, has_bias, opts) {}
+
+LinearImpl::LinearImpl(at::IntArrayRef shape, bool has_bias, const at::TensorOptions& opts) {
+  weight = register_parameter("weight", at::empty(shape, opts));
+  if (has_bias) bias = register_parameter("bias", at::empty({shape[0]}, opts));
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
@@ -49,8 +53,37 @@ at::Tensor NormImpl::forward(const at::Tensor& x) {
   return at::rms_norm(x, {dim}, weight, eps);
 }
 
-AttentionImpl::AttentionImpl(const ModelConfig& cfg, const at::TensorOptions& opts)
-    : heads(cfg.num_heads), kv_heads(cfg.kv_heads()), head_dim(cfg.head_dim()) {
+at::Tensor TpRegion::enter(const at::Tensor& x) const {
+  if (!group) return x;
+  return sequence_parallel ? tp::gather_sequence(x, *group) : tp::copy_to_region(x, *group);
+}
+
+at::Tensor TpRegion::exit(const at::Tensor& x) const {
+  if (!group) return x;
+  return sequence_parallel ? tp::reduce_scatter_sequence(x, *group) : tp::reduce_from_region(x, *group);
+}
+
+tp::Plan transformer_tp_plan(const ModelConfig& cfg) {
+  using tp::Split;
+  const int64_t D = cfg.head_dim();
+  return {
+      {"embed.weight", Split::kColumn},  // vocabulary rows
+      {"lm_head.weight", Split::kColumn},
+      {"q_proj.weight", Split::kColumn}, {"q_proj.bias", Split::kColumn},
+      {"k_proj.weight", Split::kHeads, D}, {"k_proj.bias", Split::kHeads, D},
+      {"v_proj.weight", Split::kHeads, D}, {"v_proj.bias", Split::kHeads, D},
+      {"o_proj.weight", Split::kRow},
+      {"gate_proj.weight", Split::kColumn},
+      {"up_proj.weight", Split::kColumn}, {"up_proj.bias", Split::kColumn},
+      {"down_proj.weight", Split::kRow},
+      // everything else (norms, o_proj/down_proj biases, pos_embed) is replicated
+  };
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& cfg, const ModelShard& shard, const at::TensorOptions& opts)
+    : heads(tp::local_heads(cfg.num_heads, shard.tp)),
+      kv_heads(tp::local_heads(cfg.kv_heads(), shard.tp)),
+      head_dim(cfg.head_dim()) {
   const bool b = is_gpt2(cfg);
   const int64_t C = cfg.hidden_size;
   q_proj = register_module("q_proj", Linear(C, heads * head_dim, b, opts));
@@ -89,12 +122,12 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
     v = v.unsqueeze(2).expand({B, kv_heads, rep, T, head_dim}).reshape({B, heads, T, head_dim});
   }
   auto y = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);  // (B, H, T, D)
-  return o_proj(y.transpose(1, 2).reshape({B, T, heads * head_dim}));
+  return at::linear(y.transpose(1, 2).reshape({B, T, heads * head_dim}), o_proj->weight);
 }
 
-MlpImpl::MlpImpl(const ModelConfig& cfg, const at::TensorOptions& opts) {
+MlpImpl::MlpImpl(const ModelConfig& cfg, const ModelShard& shard, const at::TensorOptions& opts) {
   const bool b = is_gpt2(cfg);
-  const int64_t C = cfg.hidden_size, F = cfg.ffn_hidden_size;
+  const int64_t C = cfg.hidden_size, F = tp::split_size(cfg.ffn_hidden_size, shard.tp, "model.ffn_hidden_size");
   if (!b) gate_proj = register_module("gate_proj", Linear(C, F, false, opts));
   up_proj = register_module("up_proj", Linear(C, F, b, opts));
   down_proj = register_module("down_proj", Linear(F, C, b, opts));
@@ -103,34 +136,78 @@ MlpImpl::MlpImpl(const ModelConfig& cfg, const at::TensorOptions& opts) {
 at::Tensor MlpImpl::forward(const at::Tensor& x) {
   if (gate_proj) {  // SwiGLU, gate and up in one GEMM
     auto gate_up = at::linear(x, at::cat({gate_proj->weight, up_proj->weight})).chunk(2, -1);  // 2 x (B, T, F)
-    return down_proj(at::silu(gate_up[0]) * gate_up[1]);
+    return at::linear(at::silu(gate_up[0]) * gate_up[1], down_proj->weight);
   }
-  return down_proj(at::gelu(up_proj(x), "tanh"));                       // GPT-2
+  return at::linear(at::gelu(up_proj(x), "tanh"), down_proj->weight);  // GPT-2
 }
 
-BlockImpl::BlockImpl(const ModelConfig& cfg, const at::TensorOptions& opts) {
+BlockImpl::BlockImpl(const ModelConfig& cfg, const ModelShard& shard, const at::TensorOptions& opts)
+    : region{shard.tp_group, shard.sequence_parallel} {
   const bool ln = is_gpt2(cfg);
   attn_norm = register_module("attn_norm", Norm(cfg.hidden_size, ln, cfg.norm_eps, opts));
-  attn = register_module("attn", Attention(cfg, opts));
+  attn = register_module("attn", Attention(cfg, shard, opts));
   mlp_norm = register_module("mlp_norm", Norm(cfg.hidden_size, ln, cfg.norm_eps, opts));
-  mlp = register_module("mlp", Mlp(cfg, opts));
+  mlp = register_module("mlp", Mlp(cfg, shard, opts));
 }
+
+namespace {
+at::Tensor add_bias(const at::Tensor& y, const at::Tensor& bias) { return bias.defined() ? y + bias : y; }
+}  // namespace
 
 at::Tensor BlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  auto h = x + attn(attn_norm(x), cos, sin);
-  return h + mlp(mlp_norm(h));
+  // Each branch: enter the TP region, column- then row-parallel GEMMs, exit (reduce), bias.
+  auto a = region.exit(attn(region.enter(attn_norm(x)), cos, sin));
+  auto h = x + add_bias(a, attn->o_proj->bias);
+  auto m = region.exit(mlp(region.enter(mlp_norm(h))));
+  return h + add_bias(m, mlp->down_proj->bias);
 }
 
-TransformerImpl::TransformerImpl(const ModelConfig& cfg, const at::TensorOptions& opts)
-    : cfg_(cfg) {
-  embed = register_module("embed", Weight(std::vector<int64_t>{cfg.vocab_size, cfg.hidden_size}, opts));
-  if (is_gpt2(cfg)) pos_embed = register_module("pos_embed", Weight(std::vector<int64_t>{cfg.max_seq_len, cfg.hidden_size}, opts));
+TransformerImpl::TransformerImpl(const ModelConfig& cfg, const at::TensorOptions& opts, const ModelShard& shard)
+    : cfg_(cfg), shard_(shard), region_{shard.tp > 1 ? shard.tp_group : nullptr, shard.sequence_parallel} {
+  if (shard_.last_layer < 0) shard_.last_layer = cfg.num_layers;
+  WEFT_CHECK(shard_.first_layer >= 0 && shard_.first_layer <= shard_.last_layer &&
+                 shard_.last_layer <= cfg.num_layers,
+             "model shard: layers [", shard_.first_layer, ", ", shard_.last_layer, ") are outside the ",
+             cfg.num_layers, " layers of the model");
+  WEFT_CHECK(shard_.tp >= 1 && shard_.tp_rank >= 0 && shard_.tp_rank < shard_.tp, "model shard: tp rank ",
+             shard_.tp_rank, " outside tp(", shard_.tp, ")");
+  const int64_t V = tp::split_size(cfg.vocab_size, shard_.tp, "model.vocab_size");
+  const int64_t C = cfg.hidden_size;
+  if (shard_.embedding || holds_tied_copy())
+    embed = register_module("embed", Weight(std::vector<int64_t>{V, C}, opts));
+  if (shard_.embedding && is_gpt2(cfg))
+    pos_embed = register_module("pos_embed", Weight(std::vector<int64_t>{cfg.max_seq_len, C}, opts));
   auto stack = register_module("layers", std::make_shared<torch::nn::Module>());
-  for (int64_t i = 0; i < cfg.num_layers; ++i)
-    layers.push_back(stack->register_module(std::to_string(i), Block(cfg, opts)));
-  final_norm = register_module("final_norm", Norm(cfg.hidden_size, is_gpt2(cfg), cfg.norm_eps, opts));
-  if (!cfg.tie_embeddings)
-    lm_head = register_module("lm_head", Weight(std::vector<int64_t>{cfg.vocab_size, cfg.hidden_size}, opts));
+  for (int64_t i = shard_.first_layer; i < shard_.last_layer; ++i)
+    layers.push_back(stack->register_module(std::to_string(i), Block(cfg, shard_, opts)));
+  if (shard_.head) {
+    final_norm = register_module("final_norm", Norm(C, is_gpt2(cfg), cfg.norm_eps, opts));
+    if (!cfg.tie_embeddings) lm_head = register_module("lm_head", Weight(std::vector<int64_t>{V, C}, opts));
+  }
+  // Where each local piece lies in the full tensor: the full shape is the local one with the
+  // split dim scaled back (kHeads replicated pieces: the model's kv heads).
+  const auto plan = transformer_tp_plan(cfg);
+  for (const auto& item : named_parameters()) {
+    const auto* rule = tp::find_rule(plan, item.key());
+    auto global = item.value().sizes().vec();
+    if (rule && shard_.tp > 1) {
+      if (rule->split == tp::Split::kHeads)
+        global[0] = cfg.kv_heads() * rule->unit;
+      else
+        global[rule->split == tp::Split::kRow ? 1 : 0] *= shard_.tp;
+    }
+    auto s = tp::shard_of(item.key(), global, rule, shard_.tp, shard_.tp_rank, shard_.sequence_parallel);
+    WEFT_CHECK(s.local_shape() == item.value().sizes().vec(), "tensor-parallel plan and model disagree on '",
+               item.key(), "'");
+    if (item.key() == "embed.weight" && holds_tied_copy()) s.owner = false;
+    shards_.emplace_back(item.key(), std::move(s));
+  }
+}
+
+const tp::Shard& TransformerImpl::shard_of(const std::string& name) const {
+  for (const auto& [n, s] : shards_)
+    if (n == name) return s;
+  fail(str("model shard holds no parameter '", name, "'"));
 }
 
 at::Tensor rope_inv_freq(const ModelConfig& cfg) {
@@ -161,27 +238,56 @@ std::pair<at::Tensor, at::Tensor> TransformerImpl::rope(int64_t T, const at::Dev
   return {cos_.narrow(0, 0, T), sin_.narrow(0, 0, T)};
 }
 
-at::Tensor TransformerImpl::forward(const at::Tensor& tokens) {
+at::Tensor TransformerImpl::embed_tokens(const at::Tensor& tokens) {
   const int64_t T = tokens.size(1);
   WEFT_CHECK(T <= cfg_.max_seq_len, "sequence of ", T, " tokens exceeds model.max_seq_len (",
              cfg_.max_seq_len, ")");
-  auto x = at::embedding(embed->weight, tokens);  // (B, T, C)
-  at::Tensor cos, sin;
-  if (is_gpt2(cfg_)) {
-    x = x + pos_embed->weight.narrow(0, 0, T);
+  at::Tensor x;  // (B, T, C), or (B, T/tp, C) with sequence parallelism
+  if (region_.group) {  // vocabulary-parallel: each rank looks up the rows it owns, then reduce
+    const int64_t vocab_start = shard_of("embed.weight").start;
+    x = region_.exit(tp::vocab_parallel_embedding_partial(tokens, embed->weight, vocab_start));
   } else {
-    std::tie(cos, sin) = rope(T, tokens.device());
+    x = at::embedding(embed->weight, tokens);
   }
+  if (is_gpt2(cfg_)) {
+    const int64_t local_T = x.size(1);  // positions of this rank's slice of the sequence
+    x = x + pos_embed->weight.narrow(0, local_T == T ? 0 : shard_.tp_rank * local_T, local_T);
+  }
+  return x;
+}
+
+at::Tensor TransformerImpl::head_loss(const at::Tensor& x, const at::Tensor& labels) {
+  auto h = region_.enter(final_norm(x));           // (B, T, C)
+  auto logits = at::linear(h, lm_head_weight());   // (B, T, V/tp)
+  auto flat = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
+  if (!region_.group) return at::cross_entropy_loss(flat, labels.reshape({-1}));
+  const int64_t vocab_start = shard_of(cfg_.tie_embeddings ? "embed.weight" : "lm_head.weight").start;
+  return tp::vocab_parallel_cross_entropy(flat, labels.reshape({-1}), vocab_start, *region_.group).mean();
+}
+
+at::Tensor TransformerImpl::forward_stage(const at::Tensor& input, const at::Tensor& labels) {
+  auto x = shard_.embedding ? embed_tokens(input) : input;
+  at::Tensor cos, sin;
+  const int64_t T = x.size(1) * (region_.group && region_.sequence_parallel ? shard_.tp : 1);
+  if (!is_gpt2(cfg_)) std::tie(cos, sin) = rope(T, x.device());
+  for (auto& layer : layers) x = layer(x, cos, sin);
+  return shard_.head ? head_loss(x, labels) : x;
+}
+
+at::Tensor TransformerImpl::forward(const at::Tensor& tokens) {
+  WEFT_CHECK(shard_.tp == 1 && shard_.embedding && shard_.head && layers.size() == size_t(cfg_.num_layers),
+             "forward() needs the whole model on one device; this is a shard");
+  auto x = embed_tokens(tokens);
+  at::Tensor cos, sin;
+  if (!is_gpt2(cfg_)) std::tie(cos, sin) = rope(tokens.size(1), tokens.device());
   for (auto& layer : layers) x = layer(x, cos, sin);
   return at::linear(final_norm(x), lm_head_weight());  // (B, T, V)
 }
 
 at::Tensor TransformerImpl::loss(const at::Tensor& tokens) {
+  WEFT_CHECK(shard_.embedding && shard_.head, "loss() needs every layer; use forward_stage() on a pipeline stage");
   const int64_t T = tokens.size(1) - 1;
-  auto logits = forward(tokens.narrow(1, 0, T));  // (B, T, V)
-  auto labels = tokens.narrow(1, 1, T);           // (B, T)
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat),
-                                labels.reshape({-1}));
+  return forward_stage(tokens.narrow(1, 0, T), tokens.narrow(1, 1, T));
 }
 
 void TransformerImpl::init_weights(uint64_t seed) {
@@ -200,15 +306,16 @@ void TransformerImpl::init_weights(uint64_t seed) {
     } else {
       const bool out = name.find("o_proj") != std::string::npos ||
                        name.find("down_proj") != std::string::npos;
+      const auto& shard = shard_of(name);
       auto gen = at::make_generator<at::CPUGeneratorImpl>(param_seed(seed, name));
-      auto values = at::empty(p.sizes(), at::kFloat).normal_(0.0, out ? out_std : cfg_.init_std, gen);
-      p.copy_(values);
+      auto full = at::empty(shard.global_shape, at::kFloat).normal_(0.0, out ? out_std : cfg_.init_std, gen);
+      p.copy_(shard.slice(full));
     }
   }
 }
 
-int64_t count_parameters(const ModelConfig& cfg) {
-  Transformer model(cfg, at::TensorOptions().device(at::kMeta).dtype(at::kFloat));
+int64_t count_parameters(const ModelConfig& cfg, const ModelShard& shard) {
+  Transformer model(cfg, at::TensorOptions().device(at::kMeta).dtype(at::kFloat), shard);
   int64_t n = 0;
   for (const auto& p : model->parameters()) n += p.numel();
   return n;

@@ -340,18 +340,27 @@ at::Tensor all_gather(const Group& g, const at::Tensor& t) {
   return out;
 }
 
-at::Tensor reduce_scatter(const Group& g, const at::Tensor& t, ReduceOp op) {
-  if (!needs_comm(g, "reduce_scatter")) return t;
+CommHandle reduce_scatter_async(const Group& g, const at::Tensor& t, at::Tensor& out, ReduceOp op) {
+  if (!needs_comm(g, "reduce_scatter")) {
+    out = t;
+    return {};
+  }
   const auto what = op_name(g, "reduce_scatter");
   WEFT_CHECK(t.dim() >= 1 && t.size(0) % g.size() == 0, what, ": dim 0 (", t.dim() ? t.size(0) : 0,
              ") must be divisible by the group size ", g.size());
-  at::Tensor in = t.contiguous();
-  auto sizes = in.sizes().vec();
+  WEFT_CHECK(t.is_contiguous(), what, ": the input must be contiguous (it is read until the operation completes)");
+  auto sizes = t.sizes().vec();
   sizes[0] /= g.size();
-  at::Tensor out = at::empty(sizes, in.options());  // (N, ...)
+  out = at::empty(sizes, t.options());  // (N, ...)
   c10d::ReduceScatterOptions o;
   o.reduceOp = to_c10d(op);
-  start(g, what, [&] { return g.pg->reduce_scatter_single(out, in, o); }).wait();
+  at::Tensor in = t;
+  return start(g, what, [&] { return g.pg->reduce_scatter_single(out, in, o); });
+}
+
+at::Tensor reduce_scatter(const Group& g, const at::Tensor& t, ReduceOp op) {
+  at::Tensor out;
+  reduce_scatter_async(g, t.contiguous(), out, op).wait();
   return out;
 }
 

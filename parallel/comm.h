@@ -196,6 +196,10 @@ CommHandle all_reduce_async(const Group& g, at::Tensor& t, ReduceOp op = ReduceO
 at::Tensor all_gather(const Group& g, const at::Tensor& t);
 // (size*N, ...) -> (N, ...): rows [r*N, (r+1)*N) of op over the group's t. Dim 0 must divide.
 at::Tensor reduce_scatter(const Group& g, const at::Tensor& t, ReduceOp op = ReduceOp::kSum);
+// Starts it: `out` is allocated (N, ...) and valid after wait(); `t` (contiguous) must stay
+// alive and unchanged until then.
+CommHandle reduce_scatter_async(const Group& g, const at::Tensor& t, at::Tensor& out,
+                                ReduceOp op = ReduceOp::kSum);
 // t on every rank = t of the rank whose group rank is `root`, in place.
 void broadcast(const Group& g, at::Tensor& t, int64_t root = 0);
 void barrier(const Group& g);

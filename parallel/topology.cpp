@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "parallel/pipeline/schedule.h"
 
 namespace weft {
 namespace {
@@ -60,6 +61,31 @@ void job_problems(const ParallelDims& d, const Config& cfg, std::vector<std::str
     out.push_back(str("train.global_batch_size(", t.global_batch_size,
                       ") is not divisible by train.micro_batch_size(", t.micro_batch_size,
                       ") × dp(", d.dp, ") = ", per_step, ": use a multiple of ", per_step));
+  const auto& split = cfg.parallel.pipeline_layers;
+  if (!split.empty()) {
+    int64_t sum = 0;
+    bool positive = true;
+    for (int64_t n : split) sum += n, positive = positive && n >= 1;
+    if (int64_t(split.size()) != d.num_virtual_stages() || sum != cfg.model.num_layers || !positive)
+      out.push_back(str("parallel.pipeline_layers has ", split.size(), " entries summing to ", sum,
+                        ": give one count >= 1 per virtual stage (pp × vpp = ", d.num_virtual_stages(),
+                        ") summing to model.num_layers(", cfg.model.num_layers, "), or leave it empty"));
+  }
+  if (d.pp > 1 || !cfg.parallel.schedule.empty()) {
+    const int64_t m = d.dp > 0 && per_step > 0 ? t.global_batch_size / per_step : 0;
+    const auto name = cfg.parallel.schedule.empty() ? (d.vpp > 1 ? "interleaved_1f1b" : "1f1b")
+                                                    : cfg.parallel.schedule;
+    const auto names = schedule_names();
+    if (std::find(names.begin(), names.end(), name) == names.end())
+      out.push_back(str("parallel.schedule '", name, "' is not a schedule; use one of ", join(names, ", ")));
+    if (name == "interleaved_1f1b" && m % d.pp != 0)
+      out.push_back(str("interleaved 1F1B needs the micro-batches per step (", m,
+                        " = train.global_batch_size / (train.micro_batch_size × dp)) to be a "
+                        "multiple of pp(", d.pp, ")"));
+    if (name == "1f1b" && d.vpp > 1)
+      out.push_back(str("parallel.schedule=1f1b runs one chunk per rank but vpp(", d.vpp,
+                        ") > 1; use interleaved_1f1b or gpipe"));
+  }
   if (cfg.parallel.sequence_parallel && t.seq_len % d.tp != 0)
     out.push_back(str("train.seq_len(", t.seq_len, ") is not divisible by tp(", d.tp,
                       ") with parallel.sequence_parallel=true: use a multiple of ", d.tp));
@@ -115,6 +141,20 @@ ParallelDims validate_layout(int64_t world_size, const Config& cfg) {
   job_problems(dims, cfg, problems);
   if (!problems.empty()) throw_problems(dims, problems);
   return dims;
+}
+
+std::vector<std::pair<int64_t, int64_t>> stage_layers(const ParallelDims& d, int64_t num_layers,
+                                                       const std::vector<int64_t>& split) {
+  const int64_t S = d.num_virtual_stages();
+  std::vector<std::pair<int64_t, int64_t>> out;
+  int64_t first = 0;
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t n = split.empty() ? num_layers / S + (s < num_layers % S ? 1 : 0) : split.at(s);
+    out.emplace_back(first, first + n);
+    first += n;
+  }
+  WEFT_CHECK(first == num_layers, "pipeline split covers ", first, " of ", num_layers, " layers");
+  return out;
 }
 
 RankCoord coord_of(const ParallelDims& d, int64_t rank) {

@@ -44,6 +44,12 @@ void check_model_fits(const ParallelDims& dims, const ModelConfig& model);
 // else. Throws weft::Error listing every problem.
 ParallelDims validate_layout(int64_t world_size, const Config& cfg);
 
+// Global layers [first, last) of each virtual stage s = chunk * pp + pp_rank, in stage order:
+// `split` (layer counts, from parallel.pipeline_layers) or, when empty, balanced with the first
+// num_layers % stages stages one layer longer.
+std::vector<std::pair<int64_t, int64_t>> stage_layers(const ParallelDims& dims, int64_t num_layers,
+                                                       const std::vector<int64_t>& split);
+
 // Position of one rank on the grid.
 struct RankCoord {
   int64_t tp = 0;

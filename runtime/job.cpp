@@ -12,12 +12,28 @@
 
 namespace weft {
 
-Transformer build_model(const ModelConfig& cfg, const at::Device& device, uint64_t seed) {
+Transformer build_model(const ModelConfig& cfg, const at::Device& device, uint64_t seed,
+                        const ModelShard& shard) {
   // Initialise on the CPU (the per-parameter generators are CPU generators), then move.
-  Transformer model(cfg, at::TensorOptions().dtype(at::kFloat));
+  Transformer model(cfg, at::TensorOptions().dtype(at::kFloat), shard);
   model->init_weights(seed);
   if (!device.is_cpu()) model->to(device);
   return model;
+}
+
+ModelShard model_shard(const Config& cfg, const ParallelDims& dims, const RankCoord& coord,
+                       int64_t chunk, const Group* tp_group) {
+  const int64_t stage = chunk * dims.pp + coord.pp;
+  ModelShard shard;
+  shard.tp = dims.tp;
+  shard.tp_rank = coord.tp;
+  shard.tp_group = tp_group;
+  shard.sequence_parallel = cfg.parallel.sequence_parallel && dims.tp > 1;
+  std::tie(shard.first_layer, shard.last_layer) =
+      stage_layers(dims, cfg.model.num_layers, cfg.parallel.pipeline_layers).at(stage);
+  shard.embedding = stage == 0;
+  shard.head = stage == dims.num_virtual_stages() - 1;
+  return shard;
 }
 
 NamedTensors model_tensors(TransformerImpl& model) {

@@ -11,14 +11,23 @@
 
 #include "core/config.h"
 #include "models/transformer.h"
+#include "parallel/topology.h"
 #include "runtime/checkpoint/checkpoint.h"
 
 namespace weft {
 
 class SampleSource;
 
-// A model with parameters in fp32 on `device`, initialised from `seed` (layout-independent).
-Transformer build_model(const ModelConfig& cfg, const at::Device& device, uint64_t seed);
+// A model (or one shard of it) with parameters in fp32 on `device`, initialised from `seed`
+// (layout-independent: every shard holds its slice of the same model).
+Transformer build_model(const ModelConfig& cfg, const at::Device& device, uint64_t seed,
+                        const ModelShard& shard = {});
+
+// The part of the model chunk `chunk` of the rank at `coord` holds: its TP slice of the layers of
+// virtual stage chunk * pp + coord.pp (parallel.pipeline_layers or balanced). `tp_group` may be
+// null when only sizing.
+ModelShard model_shard(const Config& cfg, const ParallelDims& dims, const RankCoord& coord,
+                       int64_t chunk, const Group* tp_group);
 
 NamedTensors model_tensors(TransformerImpl& model);  // CPU copies, by parameter name
 // Copies `tensors` into the model; every parameter must be present with the right shape.

@@ -36,8 +36,8 @@ class ParallelContext;
 
 struct TrainerOptions {
   bool console = true;  // print a progress line every train.log_interval steps
-  // The job's rank grid, or null for one process. Must outlive the Trainer. Data parallelism
-  // only so far: tp and pp must be 1.
+  // The job's rank grid, or null for one process. Must outlive the Trainer. Its dims must be
+  // the config's parallel.* layout for its world size.
   const ParallelContext* parallel = nullptr;
 };
 
@@ -64,6 +64,11 @@ class Trainer {
 
  private:
   struct State;
+  // Loads this rank's pieces of the model (and optimizer) from a complete checkpoint.
+  void load_state(const std::string& dir, bool with_optimizer);
+  void save_state();  // collective: every rank writes what it owns
+  double sync_partial_grads();
+  double evaluate_valid();
   Config cfg_;
   TrainerOptions opts_;
   std::unique_ptr<State> s_;

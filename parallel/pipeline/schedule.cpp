@@ -22,7 +22,7 @@ ActionIo action_io(int64_t pp, int64_t vpp, int64_t rank, const PipelineAction& 
   io.stage = virtual_stage(pp, rank, a.chunk);
   // Activations flow s -> s+1, gradients s -> s-1.
   const int64_t step = a.kind == PipelineAction::kForward ? 1 : -1;
-  io.payload = a.kind == PipelineAction::kForward ? P2POp::kActivation : P2POp::kGradient;
+  io.payload = a.kind == PipelineAction::kForward ? Transfer::kActivation : Transfer::kGradient;
   io.src_stage = io.stage - step;
   io.dst_stage = io.stage + step;
   io.has_input = io.src_stage >= 0 && io.src_stage < num_stages;
@@ -32,14 +32,14 @@ ActionIo action_io(int64_t pp, int64_t vpp, int64_t rank, const PipelineAction& 
   return io;
 }
 
-int64_t transfer_key(int64_t pp, int64_t vpp, int64_t microbatches, P2POp::Payload payload,
+int64_t transfer_key(int64_t pp, int64_t vpp, int64_t microbatches, Transfer::Payload payload,
                      int64_t microbatch, int64_t producer_stage) {
   return (static_cast<int64_t>(payload) * microbatches + microbatch) * (pp * vpp) + producer_stage;
 }
 
-int64_t op_key(const Schedule& s, int64_t rank, const P2POp& op) {
+int64_t op_key(const Schedule& s, int64_t rank, const Transfer& op) {
   int64_t stage = virtual_stage(s.pp, rank, op.chunk);
-  if (op.type == P2POp::kRecv) stage += op.payload == P2POp::kActivation ? -1 : 1;
+  if (op.type == Transfer::kRecv) stage += op.payload == Transfer::kActivation ? -1 : 1;
   return transfer_key(s.pp, s.vpp, s.microbatches, op.payload, op.microbatch, stage);
 }
 
@@ -49,17 +49,17 @@ std::string action_label(const PipelineAction& a, int64_t vpp) {
   return label;
 }
 
-std::string op_label(const P2POp& op, int64_t vpp) {
-  std::string label = str(op.type == P2POp::kSend ? ">" : "<", op.peer, ":",
-                          op.payload == P2POp::kActivation ? "a" : "g", op.microbatch);
+std::string op_label(const Transfer& op, int64_t vpp) {
+  std::string label = str(op.type == Transfer::kSend ? ">" : "<", op.peer, ":",
+                          op.payload == Transfer::kActivation ? "a" : "g", op.microbatch);
   if (vpp > 1) label += str(".", op.chunk);
   return label;
 }
 
-std::string op_text(const P2POp& op) {
-  return str(op.type == P2POp::kSend ? "send " : "recv ",
-             op.payload == P2POp::kActivation ? "activation" : "gradient", " of micro-batch ",
-             op.microbatch, " (chunk ", op.chunk, ") ", op.type == P2POp::kSend ? "to" : "from",
+std::string op_text(const Transfer& op) {
+  return str(op.type == Transfer::kSend ? "send " : "recv ",
+             op.payload == Transfer::kActivation ? "activation" : "gradient", " of micro-batch ",
+             op.microbatch, " (chunk ", op.chunk, ") ", op.type == Transfer::kSend ? "to" : "from",
              " rank ", op.peer);
 }
 
@@ -230,7 +230,7 @@ class Placer {
  private:
   enum State { kArriving, kWaiting, kDone };
   struct Item {
-    P2POp::Payload payload;
+    Transfer::Payload payload;
     int64_t microbatch;
     int64_t consumer_chunk;
   };
@@ -260,7 +260,7 @@ class Placer {
       auto io = detail::action_io(pp_, s_.vpp, r, prev);
       if (io.dst_rank < 0) continue;
       auto& sent = posted_[r * pp_ + io.dst_rank];
-      batch_[r].push_back({P2POp::kSend, io.payload, io.dst_rank, prev.microbatch, prev.chunk});
+      batch_[r].push_back({Transfer::kSend, io.payload, io.dst_rank, prev.microbatch, prev.chunk});
       batch_index_[r].push_back(static_cast<int64_t>(sent.size()));
       sent.push_back(now);
     }
@@ -284,7 +284,7 @@ class Placer {
       auto& got = received_[a * pp_ + r];
       for (int64_t i = static_cast<int64_t>(got.size()); i < target[a]; ++i) {
         const Item& item = seq_[a * pp_ + r][i];
-        batch_[r].push_back({P2POp::kRecv, item.payload, a, item.microbatch, item.consumer_chunk});
+        batch_[r].push_back({Transfer::kRecv, item.payload, a, item.microbatch, item.consumer_chunk});
         batch_index_[r].push_back(i);
         got.push_back(now);
       }
@@ -310,7 +310,7 @@ class Placer {
   bool partners_posted(int64_t r, double* done) const {
     for (size_t i = 0; i < batch_[r].size(); ++i) {
       const auto& op = batch_[r][i];
-      const bool send = op.type == P2POp::kSend;
+      const bool send = op.type == Transfer::kSend;
       const auto& theirs = send ? received_[r * pp_ + op.peer] : posted_[op.peer * pp_ + r];
       const int64_t index = batch_index_[r][i];
       if (index >= static_cast<int64_t>(theirs.size())) return false;
@@ -345,7 +345,7 @@ class Placer {
   std::vector<double> arrive_;  // per rank: when it reaches that boundary
   std::vector<State> state_;
   std::vector<std::vector<int64_t>> unsent_;       // per rank: actions whose output is not sent yet
-  std::vector<std::vector<P2POp>> batch_;          // per rank: the batch being formed / waited on
+  std::vector<std::vector<Transfer>> batch_;          // per rank: the batch being formed / waited on
   std::vector<std::vector<int64_t>> batch_index_;  // per op of batch_: index in its pair's sequence
   std::vector<double> batch_time_;
 };
@@ -465,7 +465,7 @@ std::string describe(const Schedule& s, bool show_comm) {
   for (const auto& rank : s.ranks)
     for (const auto& a : rank.actions)
       width = std::max(width, detail::action_label(a, s.vpp).size());
-  auto batch_text = [&](const std::vector<P2POp>& ops) {
+  auto batch_text = [&](const std::vector<Transfer>& ops) {
     std::string text = "[";
     for (size_t i = 0; i < ops.size(); ++i)
       text += (i ? " " : "") + detail::op_label(ops[i], s.vpp);

@@ -24,7 +24,7 @@ int64_t virtual_stage(int64_t pp, int64_t rank, int64_t chunk);
 // produced it (kActivation: a forward's output, kGradient: a backward's input gradient); for a
 // recv, the input of this rank's action that will consume it (kActivation: input of the forward
 // of (microbatch, chunk), kGradient: output gradient for the backward of (microbatch, chunk)).
-struct P2POp {
+struct Transfer {
   enum Type { kSend, kRecv };
   enum Payload { kActivation, kGradient };
   Type type = kSend;
@@ -44,12 +44,12 @@ struct PipelineAction {
   // sends of outputs produced since the previous batch, the recv of this action's input if it
   // is not here yet, and recvs of inputs of later actions whose senders are already waiting (so
   // they are released early). Often empty. See the executor protocol below.
-  std::vector<P2POp> comm_before;
+  std::vector<Transfer> comm_before;
 };
 
 struct RankSchedule {
   std::vector<PipelineAction> actions;  // executed strictly in this order
-  std::vector<P2POp> comm_after;        // one last batch after the last action (its send)
+  std::vector<Transfer> comm_after;        // one last batch after the last action (its send)
 };
 
 // A whole pipeline's schedule: one RankSchedule per pipeline rank. Plain data; copyable.

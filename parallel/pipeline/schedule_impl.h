@@ -19,23 +19,23 @@ struct ActionIo {
   bool has_output = false;  // forward of s < S-1, backward of s > 0
   int64_t dst_stage = -1;
   int64_t dst_rank = -1;
-  P2POp::Payload payload = P2POp::kActivation;  // of both input and output
+  Transfer::Payload payload = Transfer::kActivation;  // of both input and output
 };
 
 ActionIo action_io(int64_t pp, int64_t vpp, int64_t rank, const PipelineAction& a);
 
 // A transfer is named by (payload, micro-batch, producing stage); both sides compute the same key.
-int64_t transfer_key(int64_t pp, int64_t vpp, int64_t microbatches, P2POp::Payload payload,
+int64_t transfer_key(int64_t pp, int64_t vpp, int64_t microbatches, Transfer::Payload payload,
                      int64_t microbatch, int64_t producer_stage);
 // The key of an op posted by `rank` (a send names its producer, a recv its consumer).
-int64_t op_key(const Schedule& s, int64_t rank, const P2POp& op);
+int64_t op_key(const Schedule& s, int64_t rank, const Transfer& op);
 
 // "F3", or "F3.1" when vpp > 1.
 std::string action_label(const PipelineAction& a, int64_t vpp);
 // ">1:a3" / "<2:g0", with ".c" for the local chunk when vpp > 1.
-std::string op_label(const P2POp& op, int64_t vpp);
+std::string op_label(const Transfer& op, int64_t vpp);
 // "recv gradient of micro-batch 0 (chunk 1) from rank 2", for error messages.
-std::string op_text(const P2POp& op);
+std::string op_text(const Transfer& op);
 // "'1f1b' (pp=4, vpp=1, microbatches=8)".
 std::string schedule_id(const Schedule& s);
 // Throws weft::Error unless pp, vpp, microbatches >= 1.

@@ -73,7 +73,7 @@ class Simulator {
     std::vector<double> start, end;
   };
 
-  const std::vector<P2POp>& batch(int64_t r) const {
+  const std::vector<Transfer>& batch(int64_t r) const {
     const auto& rs = s_.ranks[r];
     const size_t k = static_cast<size_t>(ranks_[r].next);
     return k < rs.actions.size() ? rs.actions[k].comm_before : rs.comm_after;
@@ -128,9 +128,9 @@ class Simulator {
                  detail::schedule_id(s_), ": ", position(r), " has an op with peer ", op.peer);
       const int64_t key = detail::op_key(s_, r, op);
       check_peer(r, op);
-      if (op.type == P2POp::kSend) {
+      if (op.type == Transfer::kSend) {
         const int kind =
-            op.payload == P2POp::kActivation ? PipelineAction::kForward : PipelineAction::kBackward;
+            op.payload == Transfer::kActivation ? PipelineAction::kForward : PipelineAction::kBackward;
         WEFT_CHECK(me.ran.count({kind, op.microbatch * s_.vpp + op.chunk}), "pipeline schedule ",
                    detail::schedule_id(s_), ": ", position(r), " would ", detail::op_text(op),
                    " before computing it");
@@ -144,9 +144,9 @@ class Simulator {
   }
 
   // The peer named by an op must own the stage on the other side of the transfer.
-  void check_peer(int64_t r, const P2POp& op) const {
+  void check_peer(int64_t r, const Transfer& op) const {
     int64_t stage = virtual_stage(pp_, r, op.chunk);
-    const bool towards_next = (op.type == P2POp::kSend) == (op.payload == P2POp::kActivation);
+    const bool towards_next = (op.type == Transfer::kSend) == (op.payload == Transfer::kActivation);
     stage += towards_next ? 1 : -1;
     WEFT_CHECK(stage >= 0 && stage < pp_ * s_.vpp && stage % pp_ == op.peer, "pipeline schedule ",
                detail::schedule_id(s_), ": ", position(r), " would ", detail::op_text(op),
@@ -198,7 +198,7 @@ class Simulator {
     const int64_t key =
         detail::transfer_key(pp_, s_.vpp, s_.microbatches, io.payload, a.microbatch, io.src_stage);
     WEFT_CHECK(me.received.count(key), what, "before receiving its ",
-               io.payload == P2POp::kActivation ? "activation" : "gradient", " from stage ",
+               io.payload == Transfer::kActivation ? "activation" : "gradient", " from stage ",
                io.src_stage, " on rank ", io.src_rank);
   }
 

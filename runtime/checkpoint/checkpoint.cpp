@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/safetensors.h"
+#include "parallel/comm.h"
 
 namespace fs = std::filesystem;
 
@@ -32,17 +33,55 @@ std::string shard_file(const std::string& kind, int64_t rank) {
 
 std::string dtype_name(at::ScalarType t) { return c10::toString(t); }
 
-// Records each tensor's global shape and the place of this rank's shard (the whole tensor here;
-// sharded layouts add offsets per rank).
-void describe_tensors(nlohmann::json& tensors, const NamedTensors& list, const std::string& file) {
-  for (const auto& [name, t] : list) {
-    auto shape = t.sizes().vec();
-    tensors[name] = {{"dtype", dtype_name(t.scalar_type())},
-                     {"global_shape", shape},
-                     {"shards", {{{"file", file},
-                                  {"offsets", std::vector<int64_t>(shape.size(), 0)},
-                                  {"shape", shape}}}}};
+ShardPlacement whole(const at::Tensor& t) {
+  ShardPlacement p;
+  p.global_shape = p.shape = t.sizes().vec();
+  p.offsets.assign(p.shape.size(), 0);
+  return p;
+}
+
+nlohmann::json placement_json(const ShardPlacement& p, const std::string& file) {
+  nlohmann::json j = {{"file", file}, {"offsets", p.offsets}, {"shape", p.shape}};
+  if (p.flat_begin >= 0) j["flat_range"] = {p.flat_begin, p.flat_end};
+  return j;
+}
+
+ShardPlacement placement_from_json(const nlohmann::json& tensor, const nlohmann::json& shard) {
+  ShardPlacement p;
+  p.global_shape = tensor.at("global_shape").get<std::vector<int64_t>>();
+  p.offsets = shard.at("offsets").get<std::vector<int64_t>>();
+  p.shape = shard.at("shape").get<std::vector<int64_t>>();
+  if (shard.contains("flat_range")) {
+    p.flat_begin = shard.at("flat_range").at(0).get<int64_t>();
+    p.flat_end = shard.at("flat_range").at(1).get<int64_t>();
   }
+  return p;
+}
+
+// Records each tensor's global shape and where this rank's shard of it lies.
+void describe_tensors(nlohmann::json& tensors, const NamedTensors& list, const std::string& file,
+                      const std::map<std::string, ShardPlacement>& placement) {
+  for (const auto& [name, t] : list) {
+    auto it = placement.find(name);
+    const ShardPlacement p = it == placement.end() ? whole(t) : it->second;
+    auto& entry = tensors[name];
+    entry["dtype"] = dtype_name(t.scalar_type());
+    entry["global_shape"] = p.global_shape;
+    entry["shards"].push_back(placement_json(p, file));
+  }
+}
+
+// Merges another rank's tensor records into the manifest's.
+void merge_tensors(nlohmann::json& into, const nlohmann::json& from) {
+  for (const auto& [kind, list] : from.items())
+    for (const auto& [name, entry] : list.items()) {
+      auto& dst = into[kind][name];
+      if (dst.is_null()) {
+        dst = entry;
+      } else {
+        for (const auto& shard : entry.at("shards")) dst["shards"].push_back(shard);
+      }
+    }
 }
 
 void write_text_file(const fs::path& path, const std::string& text, nlohmann::json& files) {
@@ -82,10 +121,43 @@ void verify_files(const fs::path& dir, const nlohmann::json& manifest) {
   }
 }
 
-NamedTensors read_shard(const fs::path& path) {
-  SafetensorsReader reader(path.string());
+// The box [offsets, offsets + shape) of `full`, as a view.
+at::Tensor box_of(const at::Tensor& full, const std::vector<int64_t>& offsets, const std::vector<int64_t>& shape) {
+  at::Tensor v = full;
+  for (size_t d = 0; d < shape.size(); ++d) v = v.narrow(int64_t(d), offsets[d], shape[d]);
+  return v;
+}
+
+// Whole tensors of one kind, put together from every rank's pieces (boxes, or flat slices of
+// boxes for ZeRO-1 state).
+NamedTensors assemble(const fs::path& dir, const nlohmann::json& manifest, const std::string& kind) {
   NamedTensors out;
-  for (const auto& name : reader.names()) out.emplace_back(name, reader.get(name));
+  if (!manifest.at("tensors").contains(kind)) return out;
+  std::map<std::string, std::unique_ptr<SafetensorsReader>> readers;
+  auto reader = [&](const std::string& file) -> SafetensorsReader& {
+    auto& r = readers[file];
+    if (!r) r = std::make_unique<SafetensorsReader>((dir / file).string());
+    return *r;
+  };
+  for (const auto& [name, entry] : manifest.at("tensors").at(kind).items()) {
+    const auto global = entry.at("global_shape").get<std::vector<int64_t>>();
+    at::Tensor full;
+    std::map<std::vector<int64_t>, at::Tensor> flat_boxes;  // by offsets
+    for (const auto& shard : entry.at("shards")) {
+      const auto p = placement_from_json(entry, shard);
+      auto piece = reader(shard.at("file").get<std::string>()).get(name);
+      if (!full.defined()) full = at::zeros(global, piece.options());
+      if (p.flat_begin < 0) {
+        box_of(full, p.offsets, p.shape).copy_(piece.view(p.shape));
+        continue;
+      }
+      auto& box = flat_boxes[p.offsets];
+      if (!box.defined()) box = at::zeros(p.shape, piece.options());
+      box.view({-1}).narrow(0, p.flat_begin, p.flat_end - p.flat_begin).copy_(piece.reshape({-1}));
+      box_of(full, p.offsets, p.shape).copy_(box);
+    }
+    out.emplace_back(name, full);
+  }
   return out;
 }
 
@@ -110,28 +182,70 @@ std::string checkpoint_name(int64_t step) {
   return buf;
 }
 
-SaveResult save_checkpoint(const std::string& root_str, const CheckpointData& data, int64_t keep) {
+std::string ShardPlacement::describe() const {
+  auto list = [](const std::vector<int64_t>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+    return s + "]";
+  };
+  std::string s = "offsets " + list(offsets) + " shape " + list(shape) + " of " + list(global_shape);
+  if (flat_begin >= 0) s += str(" elements [", flat_begin, ", ", flat_end, ")");
+  return s;
+}
+
+SaveResult save_checkpoint(const std::string& root_str, const CheckpointData& data, int64_t keep,
+                           const Group* world) {
+  const bool multi = world && world->size() > 1;
+  const int64_t rank = multi ? world->global_rank : 0;
+  const bool leader = !multi || world->rank == 0;
   const fs::path root(root_str);
-  std::error_code ec;
-  fs::create_directories(root, ec);
-  WEFT_CHECK(!ec, "cannot create checkpoint directory ", root.string(), ": ", ec.message());
   const std::string name = checkpoint_name(data.step);
   const fs::path final_dir = root / name;
-  const fs::path tmp = root / (name + ".tmp." + std::to_string(::getpid()));
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
+  // Every rank writes into the same temporary directory, so its name must not depend on the
+  // process; only the leader creates (and clears) it.
+  const fs::path tmp = root / (name + ".tmp");
+  std::error_code ec;
+  if (leader) {
+    fs::create_directories(root, ec);
+    WEFT_CHECK(!ec, "cannot create checkpoint directory ", root.string(), ": ", ec.message());
+    fs::remove_all(tmp);
+    fs::create_directories(tmp, ec);
+    WEFT_CHECK(!ec, "cannot create ", tmp.string(), ": ", ec.message());
+  }
+  if (multi) barrier(*world);
 
   nlohmann::json files = nlohmann::json::object(), tensors = nlohmann::json::object();
-  const int64_t rank = 0;
-  auto write_shard = [&](const std::string& kind, const NamedTensors& list) {
+  auto write_shard = [&](const std::string& kind, const NamedTensors& list,
+                         const std::map<std::string, ShardPlacement>& placement) {
     if (list.empty()) return;
     const std::string file = shard_file(kind, rank);
     auto r = write_safetensors((tmp / file).string(), list, {{"kind", kind}});
     files[file] = {{"bytes", r.bytes}, {"crc32c", r.crc32c}};
-    describe_tensors(tensors[kind], list, file);
+    describe_tensors(tensors[kind], list, file, placement);
   };
-  write_shard("model", data.model);
-  write_shard("optim", data.optimizer);
+  write_shard("model", data.model, data.model_placement);
+  write_shard("optim", data.optimizer, data.optimizer_placement);
+  if (multi) {
+    // Hand this rank's records to the leader through the shared directory.
+    const nlohmann::json fragment = {{"files", files}, {"tensors", tensors}};
+    if (!leader) write_file_atomic((tmp / str("fragment.rank", rank, ".json")).string(), fragment.dump());
+    barrier(*world);
+    if (!leader) {
+      barrier(*world);  // the leader commits
+      uint64_t bytes = 0;
+      for (const auto& [f, info] : files.items()) bytes += info.at("bytes").get<uint64_t>();
+      return {final_dir.string(), bytes};
+    }
+    for (int64_t r : world->ranks) {
+      if (r == rank) continue;
+      const fs::path frag = tmp / str("fragment.rank", r, ".json");
+      const auto other = nlohmann::json::parse(read_file(frag.string()));
+      for (const auto& [f, info] : other.at("files").items()) files[f] = info;
+      merge_tensors(tensors, other.at("tensors"));
+      fs::remove(frag);
+    }
+  }
+  try {
   write_text_file(tmp / "trainer_state.json", data.trainer_state.dump(2), files);
   write_text_file(tmp / "config.yaml", data.config_yaml, files);
   for (const auto& [name, text] : data.extra_files) write_text_file(tmp / name, text, files);
@@ -158,6 +272,11 @@ SaveResult save_checkpoint(const std::string& root_str, const CheckpointData& da
     for (size_t i = 0; i + keep < all.size(); ++i)
       if (all[i] != final_dir) fs::remove_all(all[i], ec);
   }
+  } catch (...) {
+    if (multi) barrier(*world);  // release the others; they see no commit
+    throw;
+  }
+  if (multi) barrier(*world);
   uint64_t bytes = 0;
   for (const auto& [f, info] : files.items()) bytes += info.at("bytes").get<uint64_t>();
   return {final_dir.string(), bytes};
@@ -204,21 +323,80 @@ CheckpointData load_checkpoint(const std::string& step_dir, bool with_optimizer)
   data.layout = {layout.at("tp").get<int64_t>(), layout.at("pp").get<int64_t>(),
                  layout.at("dp").get<int64_t>()};
   const auto& files = manifest.at("files");
-  for (const auto& [file, info] : files.items()) {
-    if (file.rfind("model.", 0) == 0) {
-      auto part = read_shard(dir / file);
-      data.model.insert(data.model.end(), part.begin(), part.end());
-    } else if (with_optimizer && file.rfind("optim.", 0) == 0) {
-      auto part = read_shard(dir / file);
-      data.optimizer.insert(data.optimizer.end(), part.begin(), part.end());
-    }
-  }
+  data.model = assemble(dir, manifest, "model");
+  if (with_optimizer) data.optimizer = assemble(dir, manifest, "optim");
   data.trainer_state = nlohmann::json::parse(read_file((dir / "trainer_state.json").string()));
   data.config_yaml = read_file((dir / "config.yaml").string());
   for (const auto& [file, info] : files.items())
     if (file.find(".safetensors") == std::string::npos && file != "trainer_state.json" && file != "config.yaml")
       data.extra_files[file] = read_file((dir / file).string());
   return data;
+}
+
+CheckpointData load_checkpoint_metadata(const std::string& step_dir) {
+  const fs::path dir(step_dir);
+  const auto manifest = read_manifest(dir);
+  CheckpointData data;
+  data.step = manifest.at("step").get<int64_t>();
+  const auto& layout = manifest.at("layout");
+  data.layout = {layout.at("tp").get<int64_t>(), layout.at("pp").get<int64_t>(),
+                 layout.at("dp").get<int64_t>()};
+  data.trainer_state = nlohmann::json::parse(read_file((dir / "trainer_state.json").string()));
+  data.config_yaml = read_file((dir / "config.yaml").string());
+  return data;
+}
+
+NamedTensors load_shards(const std::string& step_dir, const std::string& kind,
+                         const std::vector<std::pair<std::string, ShardPlacement>>& wanted) {
+  const fs::path dir(step_dir);
+  const auto manifest = read_manifest(dir);
+  const auto& layout = manifest.at("layout");
+  const std::string saved = str("tp(", layout.at("tp"), ") × pp(", layout.at("pp"), ") × dp(", layout.at("dp"), ")");
+  const auto& tensors = manifest.at("tensors");
+  std::map<std::string, std::unique_ptr<SafetensorsReader>> readers;
+  NamedTensors out;
+  for (const auto& [name, want] : wanted) {
+    WEFT_CHECK(tensors.contains(kind) && tensors.at(kind).contains(name), dir.string(), ": no ", kind,
+               " tensor '", name, "' in the checkpoint (saved as ", saved,
+               "); is it from another model config?");
+    const auto& entry = tensors.at(kind).at(name);
+    // The piece saved with exactly this placement, or else a whole box containing it (e.g. a
+    // single-process checkpoint loaded into tensor-parallel ranks).
+    std::string file;
+    std::vector<int64_t> from;  // offsets of the wanted box inside the saved one
+    for (const auto& shard : entry.at("shards")) {
+      const auto p = placement_from_json(entry, shard);
+      if (p == want) {
+        file = shard.at("file").get<std::string>(), from.clear();
+        break;
+      }
+      bool contains = file.empty() && p.flat_begin < 0 && want.flat_begin < 0 &&
+                      p.global_shape == want.global_shape && p.shape.size() == want.shape.size();
+      for (size_t d = 0; contains && d < p.shape.size(); ++d)
+        contains = p.offsets[d] <= want.offsets[d] && want.offsets[d] + want.shape[d] <= p.offsets[d] + p.shape[d];
+      if (!contains) continue;
+      file = shard.at("file").get<std::string>();
+      from.clear();
+      for (size_t d = 0; d < p.shape.size(); ++d) from.push_back(want.offsets[d] - p.offsets[d]);
+    }
+    WEFT_CHECK(!file.empty(), dir.string(), ": no saved piece of ", kind, " tensor '", name, "' at ",
+               want.describe(), "; the checkpoint was saved as ", saved,
+               " and resumes only into that layout until resharding lands");
+    auto& reader = readers[file];
+    if (!reader) {
+      const fs::path path = dir / file;
+      const auto& info = manifest.at("files").at(file);
+      MappedFile f(path.string());
+      WEFT_CHECK(f.size() == info.at("bytes").get<uint64_t>() &&
+                     crc32c(f.data(), f.size()) == info.at("crc32c").get<uint32_t>(),
+                 path.string(), " is damaged (size or CRC32C differs from the manifest); delete this "
+                 "checkpoint or resume from an older one");
+      reader = std::make_unique<SafetensorsReader>(path.string());
+    }
+    auto t = reader->get(name);
+    out.emplace_back(name, (from.empty() ? t : box_of(t, from, want.shape)).clone());
+  }
+  return out;
 }
 
 }  // namespace weft

@@ -29,11 +29,28 @@ struct CheckpointLayout {
   int64_t tp = 1, pp = 1, dp = 1;
 };
 
+// Where a saved tensor lies in its global tensor: the box [offsets, offsets + shape) of a tensor
+// of global_shape, and, when only a flat slice of that box is saved (a ZeRO-1 optimizer shard),
+// the range [flat_begin, flat_end) of the box's row-major elements. A tensor saved without a
+// placement is the whole global tensor.
+struct ShardPlacement {
+  std::vector<int64_t> global_shape, offsets, shape;
+  int64_t flat_begin = -1, flat_end = -1;  // -1: the whole box
+  bool operator==(const ShardPlacement& o) const {
+    return global_shape == o.global_shape && offsets == o.offsets && shape == o.shape &&
+           flat_begin == o.flat_begin && flat_end == o.flat_end;
+  }
+  std::string describe() const;  // "offsets [0,32] shape [32,64] of [64,64]"
+};
+
+struct Group;
+
 // What one rank saves or loads. In a single process this is the whole job.
 struct CheckpointData {
   int64_t step = 0;
-  NamedTensors model;      // full tensors, by model parameter name
+  NamedTensors model;      // by model parameter name: full tensors, or pieces with a placement
   NamedTensors optimizer;  // exp_avg.<name>, exp_avg_sq.<name>; may be empty (model only)
+  std::map<std::string, ShardPlacement> model_placement, optimizer_placement;  // by tensor name
   nlohmann::json trainer_state = nlohmann::json::object();
   std::string config_yaml;
   std::map<std::string, std::string> extra_files;  // e.g. tokenizer files, stored beside
@@ -48,7 +65,13 @@ struct SaveResult {
 // Writes `data` as <root>/step_<step>, commits it and points `latest` at it, then deletes all
 // but the newest `keep` complete checkpoints (keep = 0 keeps all). Throws weft::Error naming the
 // path on any I/O failure; a failed save never becomes visible as complete.
-SaveResult save_checkpoint(const std::string& root, const CheckpointData& data, int64_t keep = 0);
+//
+// With a `world` group of several ranks this is collective: every rank passes the tensors it
+// owns (files model/optim.rank<global rank>.safetensors, skipped when empty), group rank 0 also
+// writes trainer state, config and extra files, gathers the others' file and tensor records
+// (through the shared directory) into the manifest and commits; all return after the commit.
+SaveResult save_checkpoint(const std::string& root, const CheckpointData& data, int64_t keep = 0,
+                           const Group* world = nullptr);
 
 // The newest complete checkpoint under `root`: the one `latest` names, verified. Returns nullopt
 // when `root` holds no checkpoint at all. Throws weft::Error when `latest` names a missing or
@@ -63,5 +86,14 @@ std::string resolve_checkpoint_dir(const std::string& dir);
 CheckpointData load_checkpoint(const std::string& step_dir, bool with_optimizer = true);
 
 std::string checkpoint_name(int64_t step);  // "step_00000100"
+
+// Reads the pieces one rank needs from a complete checkpoint: for each wanted (name, placement)
+// of `kind` ("model" or "optim"), the saved shard with exactly that placement. Files are checked
+// against the manifest first. Throws weft::Error naming the tensor, the placement and the layout
+// the checkpoint was saved with when no such shard exists.
+NamedTensors load_shards(const std::string& step_dir, const std::string& kind,
+                         const std::vector<std::pair<std::string, ShardPlacement>>& wanted);
+// Layout, step and trainer state of a checkpoint, without reading tensors.
+CheckpointData load_checkpoint_metadata(const std::string& step_dir);
 
 }  // namespace weft

@@ -87,16 +87,31 @@ void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& st
   steps_ = steps;
 }
 
-double clip_grad_norm(const std::vector<at::Tensor>& params, double clip) {
+double grad_sumsq(const std::vector<at::Tensor>& grads) {
   at::NoGradGuard no_grad;
+  std::vector<at::Tensor> defined;
+  for (const auto& g : grads)
+    if (g.defined() && g.numel() > 0) defined.push_back(g);
+  if (defined.empty()) return 0.0;
+  auto norms = at::stack(at::_foreach_norm(defined, 2.0)).to(at::kDouble);
+  return norms.square().sum().item<double>();
+}
+
+void clip_grads(const std::vector<at::Tensor>& grads, double norm, double clip) {
+  at::NoGradGuard no_grad;
+  const double coef = clip / (norm + 1e-6);
+  if (!(clip > 0 && coef < 1.0)) return;
+  std::vector<at::Tensor> defined;
+  for (const auto& g : grads)
+    if (g.defined()) defined.push_back(g);
+  if (!defined.empty()) at::_foreach_mul_(defined, coef);
+}
+
+double clip_grad_norm(const std::vector<at::Tensor>& params, double clip) {
   std::vector<at::Tensor> grads;
-  for (const auto& p : params)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return 0.0;
-  auto norms = at::_foreach_norm(grads, 2.0);
-  const double total = at::stack(norms).to(at::kDouble).norm(2).item<double>();
-  const double coef = clip / (total + 1e-6);
-  if (clip > 0 && coef < 1.0) at::_foreach_mul_(grads, coef);
+  for (const auto& p : params) grads.push_back(p.grad());
+  const double total = std::sqrt(grad_sumsq(grads));
+  clip_grads(grads, total, clip);
   return total;
 }
 

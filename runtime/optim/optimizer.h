@@ -54,4 +54,9 @@ class AdamW {
 // Returns the norm before clipping.
 double clip_grad_norm(const std::vector<at::Tensor>& params, double clip);
 
+// The two halves of clip_grad_norm, for gradients spread over ranks: the sum of squares of
+// `grads` (undefined ones skipped), accumulated in double, and the in-place scaling.
+double grad_sumsq(const std::vector<at::Tensor>& grads);
+void clip_grads(const std::vector<at::Tensor>& grads, double norm, double clip);
+
 }  // namespace weft

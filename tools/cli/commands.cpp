@@ -132,6 +132,30 @@ int cmd_plan(const CliArgs& a) {
   std::printf("parameters=%lld\n", (long long)n);
   std::printf("weights_gib=%.2f\ntraining_state_gib=%.2f\n", n * 4 / gib, n * 16 / gib);
   std::printf("flops_per_token=%.4g\n", training_flops_per_token(cfg.model, cfg.train.seq_len));
+  // Per rank, for the layout of parallel.* on --nproc ranks (default tp × pp): what each holds,
+  // sized on the meta device. DP replicas hold the same parameters.
+  const int64_t world = a.nproc > 0 ? a.nproc : cfg.parallel.tp * cfg.parallel.pp;
+  const ParallelDims dims = validate_layout(world, cfg);
+  std::printf("layout: %s\n", dims.describe().c_str());
+  int64_t most = 0, total = 0;
+  for (int64_t pp = 0; pp < dims.pp; ++pp)
+    for (int64_t tp = 0; tp < dims.tp; ++tp) {
+      const RankCoord coord{tp, 0, pp};
+      int64_t count = 0;
+      std::string layers;
+      for (int64_t c = 0; c < dims.vpp; ++c) {
+        const auto shard = model_shard(cfg, dims, coord, c, nullptr);
+        count += count_parameters(cfg.model, shard);
+        layers += str(c ? "," : "", shard.first_layer, "-", shard.last_layer - 1);
+      }
+      most = std::max(most, count);
+      total += count;
+      // fp32 weights and grads, plus two Adam moments (sharded over dp with ZeRO-1).
+      const double state = count * (8.0 + 8.0 / (cfg.parallel.zero == 1 ? dims.dp : 1));
+      std::printf("rank_parameters pp=%lld tp=%lld layers=%s: %lld (%.2f GiB training state)\n",
+                  (long long)pp, (long long)tp, layers.c_str(), (long long)count, state / gib);
+    }
+  std::printf("max_rank_parameters=%lld\n", (long long)most);
   return 0;
 }
 

@@ -52,8 +52,9 @@ const Command kCommands[] = {
      "  Prints eval_loss=<float>.",
      weft::cmd_eval},
     {"plan",
-     "weft plan --config FILE [--set KEY=VALUE]...\n"
-     "  Sizes the job on the meta device (nothing allocated): parameters=<int>, memory estimates.",
+     "weft plan --config FILE [--set KEY=VALUE]... [--nproc N]\n"
+     "  Sizes the job on the meta device (nothing allocated): parameters=<int>, memory estimates,\n"
+     "  and for the parallel.* layout on N ranks (default tp x pp) the parameters each rank holds.",
      weft::cmd_plan},
     {"convert",
      "weft convert --from hf:DIR|ckpt:DIR --to hf:DIR|ckpt:DIR\n"

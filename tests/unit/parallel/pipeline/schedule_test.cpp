@@ -153,7 +153,7 @@ TEST(PipelineSchedule, TransfersAreAnnotatedOnceInOrderAndInTime) {
         const auto& a = rs.actions[k];
         const int64_t stage = virtual_stage(c.pp, r, a.chunk);
         const bool fwd = a.kind == PipelineAction::kForward;
-        const int payload = fwd ? P2POp::kActivation : P2POp::kGradient;
+        const int payload = fwd ? Transfer::kActivation : Transfer::kGradient;
         const int64_t next = fwd ? stage + 1 : stage - 1, prev = fwd ? stage - 1 : stage + 1;
         if (next >= 0 && next < stages && next % c.pp != r)
           produced_at[{payload, a.microbatch, stage}] = k;
@@ -166,7 +166,7 @@ TEST(PipelineSchedule, TransfersAreAnnotatedOnceInOrderAndInTime) {
         for (const auto& op : ops) {
           ASSERT_NE(op.peer, r);
           const int64_t stage = virtual_stage(c.pp, r, op.chunk);
-          if (op.type == P2POp::kSend) {
+          if (op.type == Transfer::kSend) {
             ASSERT_FALSE(seen_recv) << "sends come first in a batch";
             Key key{op.payload, op.microbatch, stage};
             ASSERT_TRUE(produced_at.count(key)) << "rank " << r << " sends what it never makes";
@@ -178,7 +178,7 @@ TEST(PipelineSchedule, TransfersAreAnnotatedOnceInOrderAndInTime) {
           } else {
             seen_recv = true;
             Key key{op.payload, op.microbatch,
-                    op.payload == P2POp::kActivation ? stage - 1 : stage + 1};
+                    op.payload == Transfer::kActivation ? stage - 1 : stage + 1};
             ASSERT_TRUE(consumed_at.count(key)) << "rank " << r << " receives what it never uses";
             EXPECT_LE(k, consumed_at.at(key)) << "rank " << r << " receives after use";
             received[{op.peer, r}].push_back(key);
@@ -205,20 +205,20 @@ TEST(PipelineSchedule, OneFOneBPairsSendsWithRecvsLikeMegatron) {
   ASSERT_EQ(a[5].kind, PipelineAction::kBackward);
   ASSERT_EQ(a[5].microbatch, 1);
   ASSERT_EQ(a[5].comm_before.size(), 2u);
-  EXPECT_EQ(a[5].comm_before[0].type, P2POp::kSend);
-  EXPECT_EQ(a[5].comm_before[0].payload, P2POp::kActivation);
+  EXPECT_EQ(a[5].comm_before[0].type, Transfer::kSend);
+  EXPECT_EQ(a[5].comm_before[0].payload, Transfer::kActivation);
   EXPECT_EQ(a[5].comm_before[0].peer, 2);
   EXPECT_EQ(a[5].comm_before[0].microbatch, 3);
-  EXPECT_EQ(a[5].comm_before[1].type, P2POp::kRecv);
-  EXPECT_EQ(a[5].comm_before[1].payload, P2POp::kGradient);
+  EXPECT_EQ(a[5].comm_before[1].type, Transfer::kRecv);
+  EXPECT_EQ(a[5].comm_before[1].payload, Transfer::kGradient);
   EXPECT_EQ(a[5].comm_before[1].peer, 2);
   EXPECT_EQ(a[5].comm_before[1].microbatch, 1);
   ASSERT_EQ(a[6].comm_before.size(), 2u);
-  EXPECT_EQ(a[6].comm_before[0].type, P2POp::kSend);
-  EXPECT_EQ(a[6].comm_before[0].payload, P2POp::kGradient);
+  EXPECT_EQ(a[6].comm_before[0].type, Transfer::kSend);
+  EXPECT_EQ(a[6].comm_before[0].payload, Transfer::kGradient);
   EXPECT_EQ(a[6].comm_before[0].peer, 0);
-  EXPECT_EQ(a[6].comm_before[1].type, P2POp::kRecv);
-  EXPECT_EQ(a[6].comm_before[1].payload, P2POp::kActivation);
+  EXPECT_EQ(a[6].comm_before[1].type, Transfer::kRecv);
+  EXPECT_EQ(a[6].comm_before[1].payload, Transfer::kActivation);
   EXPECT_EQ(a[6].comm_before[1].microbatch, 4);
 }
 

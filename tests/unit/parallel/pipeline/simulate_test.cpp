@@ -112,10 +112,10 @@ TEST(PipelineSimulate, SingleStageHasNoBubbleAndNoTransfers) {
 }
 
 // Hand-broken schedules: what an executor would hang on, or compute wrongly, is an error here.
-PipelineAction act(PipelineAction::Kind kind, int64_t mb, std::vector<P2POp> comm = {}) {
+PipelineAction act(PipelineAction::Kind kind, int64_t mb, std::vector<Transfer> comm = {}) {
   return {kind, mb, 0, std::move(comm)};
 }
-P2POp op(P2POp::Type type, P2POp::Payload payload, int64_t peer, int64_t mb) {
+Transfer op(Transfer::Type type, Transfer::Payload payload, int64_t peer, int64_t mb) {
   return {type, payload, peer, mb, 0};
 }
 
@@ -123,13 +123,13 @@ TEST(PipelineSimulate, DeadlockNamesEachBlockedRankActionAndOp) {
   // Rank 0 waits for micro-batch 0's gradient before its first forward, so it never sends the
   // activation rank 1 waits for.
   Schedule s{"broken", 2, 1, 1, {}};
-  s.ranks.push_back({{act(PipelineAction::kForward, 0, {op(P2POp::kRecv, P2POp::kGradient, 1, 0)}),
+  s.ranks.push_back({{act(PipelineAction::kForward, 0, {op(Transfer::kRecv, Transfer::kGradient, 1, 0)}),
                       act(PipelineAction::kBackward, 0)},
-                     {op(P2POp::kSend, P2POp::kActivation, 1, 0)}});
+                     {op(Transfer::kSend, Transfer::kActivation, 1, 0)}});
   s.ranks.push_back(
-      {{act(PipelineAction::kForward, 0, {op(P2POp::kRecv, P2POp::kActivation, 0, 0)}),
+      {{act(PipelineAction::kForward, 0, {op(Transfer::kRecv, Transfer::kActivation, 0, 0)}),
         act(PipelineAction::kBackward, 0)},
-       {op(P2POp::kSend, P2POp::kGradient, 0, 0)}});
+       {op(Transfer::kSend, Transfer::kGradient, 0, 0)}});
   auto msg = error_of([&] { simulate(s, 1, 2); });
   EXPECT_NE(msg.find("'broken' (pp=2, vpp=1, microbatches=1) deadlocks"), std::string::npos) << msg;
   EXPECT_NE(msg.find("rank 0 before F0 (action 0) waits to recv gradient of micro-batch 0 "
@@ -146,10 +146,10 @@ TEST(PipelineSimulate, OutOfOrderPairIsAnError) {
   // Rank 1 lists its two activation recvs the other way round: with NCCL or Gloo the tensors
   // would silently swap.
   auto s = build_schedule("1f1b", 2, 1, 2);
-  std::vector<P2POp>* first = nullptr;
+  std::vector<Transfer>* first = nullptr;
   for (auto& a : s.ranks[1].actions)
     for (auto& o : a.comm_before)
-      if (o.type == P2POp::kRecv && o.payload == P2POp::kActivation) {
+      if (o.type == Transfer::kRecv && o.payload == Transfer::kActivation) {
         if (!first) {
           first = &a.comm_before;
         } else if (&a.comm_before != first) {
