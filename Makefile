@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 export CCACHE_MAXSIZE ?= 5G
 
-.PHONY: setup build test demo bench clean
+.PHONY: setup build test demo bench bench-parallel clean
 
 setup:
 	@bash tools/setup.sh
@@ -23,6 +23,9 @@ demo: build
 
 bench: build
 	.venv/bin/python tools/bench/bench.py --build $(BUILD)
+
+bench-parallel: build
+	.venv/bin/python tools/bench/parallel_bench.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -170,12 +170,9 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
     }
   }
   if (zero) {
-    WEFT_CHECK(s.chunks.size() == 1, "parallel.zero=1 with parallel.vpp > 1 is not supported yet; "
-               "set parallel.zero=0 or parallel.vpp=1");
-    std::vector<std::pair<std::string, at::Tensor>> ps;
-    std::vector<bool> d;
-    for (size_t k : chunk_params[0]) ps.push_back(s.params[k]), d.push_back(decay[k]);
-    s.zero = std::make_unique<ShardedAdamW>(*s.grad_buckets[0], std::move(ps), d, s.ctx->dp(), cfg_.optim);
+    std::vector<ShardedAdamW::Chunk> zchunks;
+    for (size_t c = 0; c < s.chunks.size(); ++c) zchunks.emplace_back(s.grad_buckets[c].get(), chunk_params[c]);
+    s.zero = std::make_unique<ShardedAdamW>(std::move(zchunks), s.params, decay, s.ctx->dp(), cfg_.optim);
   } else {
     s.optim = std::make_unique<AdamW>(s.params, decay, cfg_.optim);
   }

@@ -26,13 +26,16 @@ namespace weft {
 
 class ShardedAdamW {
  public:
-  // `params` and `decay` in the order given to `buckets` (which must reduce-scatter over `dp`).
-  ShardedAdamW(const GradBuckets& buckets, std::vector<std::pair<std::string, at::Tensor>> params,
+  // One GradBuckets per model chunk (each reduce-scattering over `dp`), with the indices into
+  // `params` of the parameters it was given, in its order.
+  using Chunk = std::pair<const GradBuckets*, std::vector<size_t>>;
+  ShardedAdamW(std::vector<Chunk> chunks, std::vector<std::pair<std::string, at::Tensor>> params,
                const std::vector<bool>& decay, const Group& dp, const OptimConfig& cfg);
 
   struct Segment {
     size_t param;              // index into params
     int64_t begin, end;        // flat elements of the parameter
+    size_t chunk;
     int64_t bucket, shard_offset;  // where they sit in this rank's shard of that bucket
     at::Tensor master, grad;   // (end - begin) views into this rank's shards
   };
@@ -52,10 +55,10 @@ class ShardedAdamW {
   void reload_master();
 
  private:
-  const GradBuckets& buckets_;
+  std::vector<Chunk> chunks_;
   std::vector<std::pair<std::string, at::Tensor>> params_;
   const Group& dp_;
-  std::vector<at::Tensor> master_;  // per bucket: (padded / dp) fp32
+  std::vector<std::vector<at::Tensor>> master_;  // per chunk, per bucket: (padded / dp) fp32
   std::vector<Segment> segments_;
   std::unique_ptr<AdamW> adam_;     // over the segments' master views
 };

@@ -1,12 +1,14 @@
 """Every parallel layout trains the same model as one process. With `weft train --nproc 8` (Gloo,
 8 processes), the same seed and the same global batch, each tensor x pipeline x data layout below
 (tp, pp, dp), with ZeRO-1, sequence parallelism and interleaved virtual pipeline stages where
-listed, reproduces the single-process loss at every step within 1e-4 relative in fp32: for a
+listed (and GPipe over an explicit uneven layer split), reproduces the single-process loss at every step within 1e-4 relative in fp32: for a
 Llama with grouped-query attention (2 KV heads, so tp=8 replicates them) and an untied head, and
 for a GPT-2 whose embeddings are tied across the first and last pipeline stages. In bf16, the
 (2,2,2) layout stays within 2e-2 relative of one bf16 process. A (2,2,2) ZeRO-1 run stopped at
 step 3 and resumed under 8 ranks is bitwise equal to a straight run, and only rank 0 reports
-progress.
+progress. Validation losses (through the pipeline where pp > 1) match too; `weft eval` of a
+sharded ZeRO-1 checkpoint equals that of the single-process one; fine-tuning from a
+single-process checkpoint under tp=4 x pp=2 matches fine-tuning in one process.
 
 Every run is tried and every failure reported (exit 1 at the end), so the script doubles as a
 progress meter for the parallel layouts."""
@@ -29,7 +31,8 @@ LLAMA_LAYOUTS = [
     (2, 2, ["parallel.zero=1", "parallel.sequence_parallel=true"]),
     (4, 2, []),
     (2, 1, ["parallel.zero=1"]),
-    (1, 4, ["parallel.vpp=2"]),
+    (1, 4, ["parallel.vpp=2", "parallel.zero=1"]),
+    (1, 2, ["parallel.schedule=gpipe", "parallel.pipeline_layers=5,3"]),  # explicit uneven split
 ]
 GPT2_LAYOUTS = [
     (2, 2, []),
@@ -110,6 +113,12 @@ def compare(name, run_dir, ref, tol):
         SUMMARY.append((name, "no losses"))
         return
     rel = {s: abs(got[s] - ref[s]) / abs(ref[s]) for s in common}
+    # Validation loss (train.eval_interval in the config), computed through the same layout.
+    ref_eval = eval_losses(REF_DIRS[id(ref)])
+    got_eval = eval_losses(run_dir)
+    eval_rel = max((abs(got_eval[s] - ref_eval[s]) / ref_eval[s] for s in ref_eval if s in got_eval), default=1.0)
+    check(ref_eval and sorted(got_eval) == sorted(ref_eval) and eval_rel < tol,
+          f"{name}: validation loss at steps {sorted(ref_eval)} matches one process (max rel diff {eval_rel:.1e})")
     worst = max(rel, key=rel.get)
     missing = sorted(set(ref) - set(got))
     check(sorted(got) == sorted(ref) and rel[worst] < tol,
@@ -119,10 +128,18 @@ def compare(name, run_dir, ref, tol):
     SUMMARY.append((name, f"max rel diff {rel[worst]:.1e}" + (" ok" if rel[worst] < tol and not missing else " FAIL")))
 
 
+REF_DIRS = {}  # id(reference losses) -> its run directory
+
+
+def eval_losses(run_dir):
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir) if r.get("event") == "eval"}
+
+
 def reference(name, run_dir, prefix, cfg, sets=()):
     if train(name, run_dir, prefix, cfg, 1, STEPS, sets) is None:
         return None
     ref = step_losses(run_dir)
+    REF_DIRS[id(ref)] = run_dir
     if not check(sorted(ref) == list(range(1, STEPS + 1)), f"{name}: metrics.jsonl has steps 1..{STEPS}"):
         return None
     return ref
@@ -184,6 +201,32 @@ def main():
                   + (f" (differs at steps {differ}: {[(a.get(s), b.get(s)) for s in differ]})" if differ else ""))
             result = "bitwise equal" if not differ else f"differs at steps {differ} FAIL"
     SUMMARY.append((name, result))
+
+    # A sharded checkpoint (tp=2, pp=2, dp=2, ZeRO-1) is one model to `weft eval`, which puts the
+    # pieces back together: the same loss as the single-process checkpoint of the same step.
+    sharded = llama_dirs.get((tp, pp, tuple(extra)))
+    if sharded and llama_ref is not None:
+        def eval_loss(run_dir):
+            out = weft("eval", "--checkpoint", os.path.join(run_dir, "checkpoints"), "--data", prefix,
+                       "--max-batches", "4").stdout
+            return float(re.search(r"eval_loss=([0-9.eE+-]+)", out).group(1))
+        a, b = eval_loss(sharded), eval_loss(os.path.join(work, "llama_single"))
+        check(abs(a - b) / b < 1e-4, f"weft eval of the {tp}x{pp}x{NPROC // (tp * pp)} ZeRO-1 checkpoint "
+              f"equals the single-process one ({a:.6f} vs {b:.6f})")
+
+    # Fine-tuning starts from a single-process checkpoint in any layout: each rank loads its
+    # slice of the whole tensors (tp=4, pp=2 here).
+    if llama_ref is not None:
+        init = ["checkpoint.init_from=" + os.path.join(work, "llama_single", "checkpoints"), "optim.warmup_steps=0"]
+        one = os.path.join(work, "finetune_single")
+        eight = os.path.join(work, "finetune_tp4_pp2")
+        if (train("fine-tune single process", one, prefix, "parallel-tiny.yaml", 1, 2, init) is not None and
+                train("fine-tune tp=4 pp=2", eight, prefix, "parallel-tiny.yaml", NPROC, 2,
+                      [*layout_sets(4, 2, []), *init]) is not None):
+            a, b = step_losses(eight), step_losses(one)
+            worst = max(abs(a[s] - b[s]) / b[s] for s in b)
+            check(sorted(a) == sorted(b) and worst < 1e-4,
+                  f"fine-tune from a single-process checkpoint: tp=4 pp=2 matches one process (max rel diff {worst:.1e})")
 
     print(f"\nsummary ({time.monotonic() - started:.0f} s in all):")
     for n, result in SUMMARY:

@@ -137,24 +137,23 @@ int cmd_plan(const CliArgs& a) {
   const int64_t world = a.nproc > 0 ? a.nproc : cfg.parallel.tp * cfg.parallel.pp;
   const ParallelDims dims = validate_layout(world, cfg);
   std::printf("layout: %s\n", dims.describe().c_str());
-  int64_t most = 0, total = 0;
-  for (int64_t pp = 0; pp < dims.pp; ++pp)
-    for (int64_t tp = 0; tp < dims.tp; ++tp) {
-      const RankCoord coord{tp, 0, pp};
-      int64_t count = 0;
-      std::string layers;
-      for (int64_t c = 0; c < dims.vpp; ++c) {
-        const auto shard = model_shard(cfg, dims, coord, c, nullptr);
-        count += count_parameters(cfg.model, shard);
-        layers += str(c ? "," : "", shard.first_layer, "-", shard.last_layer - 1);
-      }
-      most = std::max(most, count);
-      total += count;
-      // fp32 weights and grads, plus two Adam moments (sharded over dp with ZeRO-1).
-      const double state = count * (8.0 + 8.0 / (cfg.parallel.zero == 1 ? dims.dp : 1));
-      std::printf("rank_parameters pp=%lld tp=%lld layers=%s: %lld (%.2f GiB training state)\n",
-                  (long long)pp, (long long)tp, layers.c_str(), (long long)count, state / gib);
+  // TP ranks of a stage hold the same number of parameters (the plan splits evenly); tp rank 0
+  // stands for them.
+  int64_t most = 0;
+  for (int64_t pp = 0; pp < dims.pp; ++pp) {
+    int64_t count = 0;
+    std::string layers;
+    for (int64_t c = 0; c < dims.vpp; ++c) {
+      const auto shard = model_shard(cfg, dims, RankCoord{0, 0, pp}, c, nullptr);
+      count += count_parameters(cfg.model, shard);
+      layers += str(c ? "," : "", shard.first_layer, "-", shard.last_layer - 1);
     }
+    most = std::max(most, count);
+    // fp32 weights and grads, plus two Adam moments (sharded over dp with ZeRO-1).
+    const double state = count * (8.0 + 8.0 / (cfg.parallel.zero == 1 ? dims.dp : 1));
+    std::printf("rank_parameters pp=%lld (each of %lld tp ranks) layers=%s: %lld (%.2f GiB training state)\n",
+                (long long)pp, (long long)dims.tp, layers.c_str(), (long long)count, state / gib);
+  }
   std::printf("max_rank_parameters=%lld\n", (long long)most);
   return 0;
 }
