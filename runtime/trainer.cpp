@@ -49,6 +49,9 @@ struct Trainer::State {
   std::vector<std::pair<std::string, at::Tensor>> params;
   std::vector<tp::Shard> shards;
   std::vector<bool> tied;  // tied embedding held on both the first and the last stage (pp > 1)
+  // This rank's copy is the one saved and counted in the grad norm: the TP owner of a
+  // replicated piece, and the first stage's copy of a tied embedding.
+  std::vector<bool> owned;
   std::unique_ptr<AdamW> optim;              // replicated optimizer, or
   std::unique_ptr<ShardedAdamW> zero;        // ZeRO-1 over dp
   std::vector<std::unique_ptr<GradBuckets>> grad_buckets;  // per chunk, data parallel only
@@ -97,18 +100,17 @@ at::Tensor hex_to_bytes(const std::string& s) {
 }  // namespace
 
 void Trainer::State::norm_terms(std::vector<at::Tensor>& counted, std::vector<at::Tensor>& all) const {
-  auto owned = [&](size_t k) { return shards[k].owner && !(tied[k] && !chunks[0]->shard().embedding); };
   if (zero) {
     auto grads = zero->grads();
     for (size_t i = 0; i < grads.size(); ++i) {
       all.push_back(grads[i]);
-      if (owned(zero->segments()[i].param)) counted.push_back(grads[i]);
+      if (owned[zero->segments()[i].param]) counted.push_back(grads[i]);
     }
     return;
   }
   for (size_t k = 0; k < params.size(); ++k) {
     all.push_back(params[k].second.grad());
-    if (owned(k)) counted.push_back(params[k].second.grad());
+    if (owned[k]) counted.push_back(params[k].second.grad());
   }
 }
 
@@ -153,6 +155,7 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
       s.params.emplace_back(item.key(), item.value());
       s.shards.push_back(chunk.shard_of(item.key()));
       s.tied.push_back(cfg_.model.tie_embeddings && s.dims.pp > 1 && item.key() == "embed.weight");
+      s.owned.push_back(s.shards.back().owner && !(chunk.holds_tied_copy() && item.key() == "embed.weight"));
       decay.push_back((cfg_.optim.decay_norms_and_biases || !is_no_decay_parameter(item.key())));
       deferred.push_back(s.shards.back().partial_grad || s.tied.back());
     }
@@ -260,10 +263,10 @@ void Trainer::save_state() {
   data.layout = {s.dims.tp, s.dims.pp, s.dims.dp};
   // Each piece is written once: by its TP owner, on DP rank 0 (replicas are identical), except
   // ZeRO-1 optimizer state, which every DP rank owns a slice of.
-  auto owned = [&](size_t k) { return s.shards[k].owner && !(s.tied[k] && !s.chunks[0]->shard().embedding); };
+  const auto& owned = s.owned;
   if (s.coord.dp == 0)
     for (size_t k = 0; k < s.params.size(); ++k) {
-      if (!owned(k)) continue;
+      if (!owned[k]) continue;
       data.model.emplace_back(s.params[k].first, s.params[k].second.detach().to(at::kCPU));
       data.model_placement[s.params[k].first] = placement_of(s.shards[k]);
     }
@@ -271,7 +274,7 @@ void Trainer::save_state() {
     auto state = s.zero->state();  // exp_avg.<name>, exp_avg_sq.<name> per segment, in order
     for (size_t i = 0; i < s.zero->segments().size(); ++i) {
       const auto& seg = s.zero->segments()[i];
-      if (!owned(seg.param)) continue;
+      if (!owned[seg.param]) continue;
       auto p = placement_of(s.shards[seg.param]);
       p.flat_begin = seg.begin, p.flat_end = seg.end;
       for (size_t j = 2 * i; j < 2 * i + 2; ++j) {
@@ -282,7 +285,7 @@ void Trainer::save_state() {
   } else if (s.coord.dp == 0) {
     auto state = s.optim->state();
     for (size_t k = 0; k < s.params.size(); ++k) {
-      if (!owned(k)) continue;
+      if (!owned[k]) continue;
       for (size_t j = 2 * k; j < 2 * k + 2; ++j) {
         data.optimizer.push_back(state[j]);
         data.optimizer_placement[state[j].first] = placement_of(s.shards[k]);
@@ -385,7 +388,6 @@ void Trainer::run() {
   while (s.step < t.steps && !stopping) {
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = learning_rate(cfg_.optim, s.step, t.steps);
-    if (s.optim) s.optim->zero_grad();
     for (auto& [name, p] : s.params)
       if (p.grad().defined()) p.mutable_grad().reset();
     double loss_sum = 0;

@@ -72,6 +72,8 @@ void GradBuckets::launch(Bucket& b) {
     grads.push_back(at::zeros({b.layout.padded - b.layout.numel}, params_[b.layout.params[0]].options()));
   b.flat = at::cat(grads);
   if (opts_.reduce_scatter) {
+    // The bucket holds them now, and ZeRO-1 reads only the averaged shard: free the originals.
+    for (size_t k : b.layout.params) params_[k].mutable_grad().reset();
     // Sum, divided after the wait (Gloo's reduce_scatter has no AVG); the input stays alive
     // in b.input until then.
     b.input = b.flat;

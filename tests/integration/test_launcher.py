@@ -102,6 +102,13 @@ def test_refuses_impossible_layouts():
         (8, ["parallel.tp=3", "parallel.pp=2"], ["tp(3) × pp(2) = 6 does not divide world_size(8)", "vpp(1)"]),
         (2, ["parallel.tp=2"], ["tp(2) × pp(1) × dp(1)", "model.vocab_size(257) is not divisible by tp(2)"]),
         (4, ["parallel.pp=4"], ["pp(4) stages but model.num_layers is 2"]),
+        (2, ["parallel.pp=2", "parallel.schedule=zigzag"], ["parallel.schedule 'zigzag'", "1f1b"]),
+        (2, ["parallel.pp=2", "parallel.pipeline_layers=2,1"],
+         ["parallel.pipeline_layers has 2 entries summing to 3", "model.num_layers(2)"]),
+        (2, ["parallel.pp=2", "parallel.vpp=2", "model.num_layers=4", "train.global_batch_size=6",
+             "train.micro_batch_size=2"], ["interleaved 1F1B needs the micro-batches per step (3", "pp(2)"]),
+        (2, ["parallel.tp=2", "model.vocab_size=258", "parallel.sequence_parallel=true", "train.seq_len=31"],
+         ["train.seq_len(31) is not divisible by tp(2)"]),
     ]:
         run = Launch(nproc, hook="sleep", sets=sets)
         code, secs = run.finish()

@@ -32,6 +32,8 @@ PP_MODEL = dict(vocab_size=264, hidden_size=256, num_layers=8, num_heads=8, num_
 # Memory: a large vocabulary and hidden size so model state dominates the process baseline.
 MEM_MODEL = dict(vocab_size=32000, hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2,
                  ffn_hidden_size=1408, max_seq_len=128)
+TINY_MODEL = dict(vocab_size=264, hidden_size=64, num_layers=1, num_heads=8, num_kv_heads=2,
+                  ffn_hidden_size=128, max_seq_len=128)
 
 
 def run(build, work, prefix, tag, model, nproc, sets, steps):
@@ -116,14 +118,24 @@ def main():
         res = {}
         for r in range(a.repeats):
             for name, nproc, sets in (("one process", 1, []),
-                                      ("tp=2 pp=2 dp=2 ZeRO-1", 8, ["parallel.tp=2", "parallel.pp=2", "parallel.zero=1"])):
+                                      ("tp=2 pp=2 dp=2 ZeRO-1", 8, ["parallel.tp=2", "parallel.pp=2", "parallel.zero=1"]),
+                                      ("  + sequence parallel", 8, ["parallel.tp=2", "parallel.pp=2", "parallel.zero=1",
+                                                                    "parallel.sequence_parallel=true"])):
                 rows = run(a.build, work, prefix, f"mem_{nproc}_{r}", MEM_MODEL, nproc,
                            ["train.global_batch_size=8", "train.micro_batch_size=2", *sets], 3)
                 res.setdefault(name, []).append(max(r_["peak_rss_mb"] for r_ in rows))
+        # What a process takes before any model: LibTorch, its CUDA libraries, Gloo, the data.
+        base = median([max(r_["peak_rss_mb"] for r_ in run(a.build, work, prefix, f"mem_base_{r}", TINY_MODEL, 1,
+                                                          ["train.global_batch_size=8", "train.micro_batch_size=2"], 3))
+                       for r in range(a.repeats)])
         for name, v in res.items():
             print(f"  {name:24s} peak RSS per rank (max over ranks) {median(v):8.1f} MB")
-        one, grid = median(res["one process"]), median(res["tp=2 pp=2 dp=2 ZeRO-1"])
-        print(f"  ratio (2,2,2) / one process = {grid / one:.2f}")
+        print(f"  {'process baseline':24s} (1 layer x 64, vocab 264)        {base:8.1f} MB")
+        one = median(res["one process"])
+        for name in list(res)[1:]:
+            grid = median(res[name])
+            print(f"  {name.strip()}: ratio to one process {grid / one:.2f}; above the baseline "
+                  f"{(grid - base) / (one - base):.2f}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
 #include "core/fileio.h"
 #include "models/transformer.h"
 #include "parallel/device.h"
+#include "parallel/pipeline/schedule.h"
 #include "parallel/topology.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/data/gpt_dataset.h"
@@ -155,6 +156,16 @@ int cmd_plan(const CliArgs& a) {
                 (long long)pp, (long long)dims.tp, layers.c_str(), (long long)count, state / gib);
   }
   std::printf("max_rank_parameters=%lld\n", (long long)most);
+  if (dims.pp > 1) {
+    const int64_t micro = cfg.train.global_batch_size / (cfg.train.micro_batch_size * dims.dp);
+    const auto name = cfg.parallel.schedule.empty() ? default_schedule_name(dims.vpp) : cfg.parallel.schedule;
+    const auto schedule = build_schedule(name, dims.pp, dims.vpp, micro);
+    const auto in_flight = peak_in_flight(schedule);
+    std::printf("pipeline: %s, %lld micro-batches per step, ideal bubble %.1f%%, at most %lld "
+                "forward activations (micro-batch x chunk) held per rank\n",
+                name.c_str(), (long long)micro, 100 * ideal_bubble_fraction(dims.pp, dims.vpp, micro),
+                (long long)*std::max_element(in_flight.begin(), in_flight.end()));
+  }
   return 0;
 }
 
