@@ -360,41 +360,59 @@ NamedTensors load_shards(const std::string& step_dir, const std::string& kind,
                " tensor '", name, "' in the checkpoint (saved as ", saved,
                "); is it from another model config?");
     const auto& entry = tensors.at(kind).at(name);
-    // The piece saved with exactly this placement, or else a whole box containing it (e.g. a
-    // single-process checkpoint loaded into tensor-parallel ranks).
-    std::string file;
-    std::vector<int64_t> from;  // offsets of the wanted box inside the saved one
+    auto reader = [&](const nlohmann::json& shard) -> SafetensorsReader& {
+      const auto file = shard.at("file").get<std::string>();
+      auto& r = readers[file];
+      if (!r) {
+        const fs::path path = dir / file;
+        const auto& info = manifest.at("files").at(file);
+        MappedFile f(path.string());
+        WEFT_CHECK(f.size() == info.at("bytes").get<uint64_t>() &&
+                       crc32c(f.data(), f.size()) == info.at("crc32c").get<uint32_t>(),
+                   path.string(), " is damaged (size or CRC32C differs from the manifest); delete this "
+                   "checkpoint or resume from an older one");
+        r = std::make_unique<SafetensorsReader>(path.string());
+      }
+      return *r;
+    };
+    // The wanted elements: box B = [offsets, offsets + shape), or its flat range [begin, end).
+    int64_t box_numel = 1;
+    for (int64_t d : want.shape) box_numel *= d;
+    const int64_t begin = want.flat_begin < 0 ? 0 : want.flat_begin;
+    const int64_t end = want.flat_begin < 0 ? box_numel : want.flat_end;
+    at::Tensor result;  // flat (end - begin)
+    int64_t covered = 0;
     for (const auto& shard : entry.at("shards")) {
       const auto p = placement_from_json(entry, shard);
-      if (p == want) {
-        file = shard.at("file").get<std::string>(), from.clear();
+      if (p.global_shape != want.global_shape || p.shape.size() != want.shape.size()) continue;
+      if (p.flat_begin < 0) {
+        // A whole saved box containing B (same layout, or whole tensors sliced into TP pieces).
+        bool contains = true;
+        std::vector<int64_t> from;
+        for (size_t d = 0; contains && d < p.shape.size(); ++d) {
+          contains = p.offsets[d] <= want.offsets[d] && want.offsets[d] + want.shape[d] <= p.offsets[d] + p.shape[d];
+          from.push_back(want.offsets[d] - p.offsets[d]);
+        }
+        if (!contains) continue;
+        auto box = box_of(reader(shard).get(name).view(p.shape), from, want.shape).reshape({-1});
+        result = box.narrow(0, begin, end - begin).clone();
+        covered = end - begin;
         break;
       }
-      bool contains = file.empty() && p.flat_begin < 0 && want.flat_begin < 0 &&
-                      p.global_shape == want.global_shape && p.shape.size() == want.shape.size();
-      for (size_t d = 0; contains && d < p.shape.size(); ++d)
-        contains = p.offsets[d] <= want.offsets[d] && want.offsets[d] + want.shape[d] <= p.offsets[d] + p.shape[d];
-      if (!contains) continue;
-      file = shard.at("file").get<std::string>();
-      from.clear();
-      for (size_t d = 0; d < p.shape.size(); ++d) from.push_back(want.offsets[d] - p.offsets[d]);
+      // Flat slices of the same box (ZeRO-1 state, possibly cut at other places by another DP
+      // size or bucket layout): copy the overlap.
+      if (p.offsets != want.offsets || p.shape != want.shape) continue;
+      const int64_t lo = std::max(begin, p.flat_begin), hi = std::min(end, p.flat_end);
+      if (lo >= hi) continue;
+      auto piece = reader(shard).get(name).reshape({-1});
+      if (!result.defined()) result = at::empty({end - begin}, piece.options());
+      result.narrow(0, lo - begin, hi - lo).copy_(piece.narrow(0, lo - p.flat_begin, hi - lo));
+      covered += hi - lo;  // saved flat slices of one box never overlap
     }
-    WEFT_CHECK(!file.empty(), dir.string(), ": no saved piece of ", kind, " tensor '", name, "' at ",
-               want.describe(), "; the checkpoint was saved as ", saved,
-               " and resumes only into that layout until resharding lands");
-    auto& reader = readers[file];
-    if (!reader) {
-      const fs::path path = dir / file;
-      const auto& info = manifest.at("files").at(file);
-      MappedFile f(path.string());
-      WEFT_CHECK(f.size() == info.at("bytes").get<uint64_t>() &&
-                     crc32c(f.data(), f.size()) == info.at("crc32c").get<uint32_t>(),
-                 path.string(), " is damaged (size or CRC32C differs from the manifest); delete this "
-                 "checkpoint or resume from an older one");
-      reader = std::make_unique<SafetensorsReader>(path.string());
-    }
-    auto t = reader->get(name);
-    out.emplace_back(name, (from.empty() ? t : box_of(t, from, want.shape)).clone());
+    WEFT_CHECK(result.defined() && covered == end - begin, dir.string(), ": no saved pieces of ", kind,
+               " tensor '", name, "' cover ", want.describe(), "; the checkpoint was saved as ", saved,
+               " and loads into layouts with the same tensor-parallel pieces until resharding lands");
+    out.emplace_back(name, want.flat_begin < 0 ? result.view(want.shape) : result);
   }
   return out;
 }

@@ -88,9 +88,11 @@ CheckpointData load_checkpoint(const std::string& step_dir, bool with_optimizer 
 std::string checkpoint_name(int64_t step);  // "step_00000100"
 
 // Reads the pieces one rank needs from a complete checkpoint: for each wanted (name, placement)
-// of `kind` ("model" or "optim"), the saved shard with exactly that placement. Files are checked
-// against the manifest first. Throws weft::Error naming the tensor, the placement and the layout
-// the checkpoint was saved with when no such shard exists.
+// of `kind` ("model" or "optim"), its elements taken from a saved box that contains the wanted
+// one (a whole tensor sliced into a TP piece, or the same piece), or put together from flat
+// slices of the same box (ZeRO-1 state saved with another DP size or bucket layout). Files are
+// checked against the manifest first. Throws weft::Error naming the tensor, the placement and
+// the layout the checkpoint was saved with when the saved pieces do not cover it.
 NamedTensors load_shards(const std::string& step_dir, const std::string& kind,
                          const std::vector<std::pair<std::string, ShardPlacement>>& wanted);
 // Layout, step and trainer state of a checkpoint, without reading tensors.

@@ -117,11 +117,11 @@ def main():
         print("\n[3] peak memory per rank (Llama 8 x 512, vocab 32000, fp32, gbs 8, mbs 2)")
         res = {}
         for r in range(a.repeats):
-            for name, nproc, sets in (("one process", 1, []),
+            for i, (name, nproc, sets) in enumerate((("one process", 1, []),
                                       ("tp=2 pp=2 dp=2 ZeRO-1", 8, ["parallel.tp=2", "parallel.pp=2", "parallel.zero=1"]),
                                       ("  + sequence parallel", 8, ["parallel.tp=2", "parallel.pp=2", "parallel.zero=1",
-                                                                    "parallel.sequence_parallel=true"])):
-                rows = run(a.build, work, prefix, f"mem_{nproc}_{r}", MEM_MODEL, nproc,
+                                                                    "parallel.sequence_parallel=true"]))):
+                rows = run(a.build, work, prefix, f"mem_{i}_{r}", MEM_MODEL, nproc,
                            ["train.global_batch_size=8", "train.micro_batch_size=2", *sets], 3)
                 res.setdefault(name, []).append(max(r_["peak_rss_mb"] for r_ in rows))
         # What a process takes before any model: LibTorch, its CUDA libraries, Gloo, the data.
