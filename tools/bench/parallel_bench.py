@@ -27,8 +27,8 @@ from weft_test import make_text  # noqa: E402
 # A Llama big enough that gradients (~60 MB) take real time to reduce over Gloo.
 DP_MODEL = dict(vocab_size=264, hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2,
                 ffn_hidden_size=1408, max_seq_len=128)
-PP_MODEL = dict(vocab_size=264, hidden_size=256, num_layers=8, num_heads=8, num_kv_heads=2,
-                ffn_hidden_size=704, max_seq_len=128)
+PP_MODEL = dict(vocab_size=264, hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2,
+                ffn_hidden_size=1408, max_seq_len=128)
 # Memory: a large vocabulary and hidden size so model state dominates the process baseline.
 MEM_MODEL = dict(vocab_size=32000, hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2,
                  ffn_hidden_size=1408, max_seq_len=128)
@@ -98,7 +98,7 @@ def main():
               f"step time ratio = {median(o['step']) / median(b['step']):.2f}")
 
     if "pp" in which:
-        print("\n[2] pipeline bubble, 8 micro-batches per step (Llama 8 x 256, fp32)")
+        print("\n[2] pipeline bubble, 8 micro-batches per step (Llama 8 x 512, fp32, mbs 2)")
         for pp in (4, 2):
             for vpp in (1, 2):
                 ideal = (pp - 1) / (vpp * 8 + pp - 1)
