@@ -94,6 +94,11 @@ std::shared_ptr<SampleSource> open_dataset(const Config& cfg, DataSplit split) {
   return open_training_data(cfg.data.prefix, cfg.data.blend, opts, cfg.model.vocab_size);
 }
 
+std::pair<int64_t, int64_t> eval_window(int64_t b, int64_t mbs, int64_t total) {
+  const int64_t first = (b * mbs) % total;
+  return {first, std::min(mbs, total - first)};
+}
+
 double evaluate(TransformerImpl& model, const SampleSource& data, int64_t mbs, int64_t seq_len,
                 int64_t batches, const std::string& precision, const at::Device& device) {
   at::NoGradGuard no_grad;
@@ -102,8 +107,7 @@ double evaluate(TransformerImpl& model, const SampleSource& data, int64_t mbs, i
   double loss_sum = 0;
   int64_t tokens = 0;
   for (int64_t b = 0; b < batches; ++b) {
-    const int64_t first = (b * mbs) % total;
-    const int64_t count = std::min(mbs, total - first);
+    const auto [first, count] = eval_window(b, mbs, total);
     auto batch = make_batch(data, first, count, seq_len).to(device);  // (count, T+1)
     ComputeGuard compute(precision, device);
     loss_sum += model.loss(batch).item<double>() * double(count * seq_len);

@@ -53,6 +53,10 @@ enum class DataSplit { kTrain, kValid, kAll };
 // The job's dataset (data.prefix or data.blend) for one split; kAll is unshuffled, in order.
 std::shared_ptr<SampleSource> open_dataset(const Config& cfg, DataSplit split);
 
+// Micro-batch b of an evaluation pass: (first sample, count), wrapping at the end of the data;
+// the batch at the end may be short.
+std::pair<int64_t, int64_t> eval_window(int64_t b, int64_t micro_batch_size, int64_t num_samples);
+
 // Mean next-token loss over `batches` micro-batches taken in order from sample 0 (all of them
 // when batches <= 0). Runs without autograd.
 double evaluate(TransformerImpl& model, const SampleSource& data, int64_t micro_batch_size,

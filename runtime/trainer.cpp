@@ -62,6 +62,15 @@ struct Trainer::State {
   double flops_per_token = 0, peak_flops = 0;
 
   int64_t dp() const { return dims.dp; }
+  // The pipeline group; one process is a pipeline of one stage.
+  const Group& pp() const { return ctx ? ctx->pp() : alone; }
+  Group alone = [] {
+    Group g;
+    g.name = "pp";
+    g.ranks = {0};
+    g.rank = 0;
+    return g;
+  }();
   int64_t num_stages() const { return dims.pp * dims.vpp; }
   int64_t stage_of(int64_t chunk) const { return chunk * dims.pp + coord.pp; }
   // This rank's gradient pieces (ZeRO: its shard segments), and which of them it counts in the
@@ -192,7 +201,7 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
 
   if (auto latest = find_latest_checkpoint(cfg_.checkpoint_dir())) {
     const auto meta = load_checkpoint_metadata(*latest);
-    load_state(*latest, /*with_optimizer=*/true);
+    load_state(*latest, meta.step);
     s.step = meta.step;
     s.consumed_samples = meta.trainer_state.at("consumed_samples").get<int64_t>();
     at::Generator gen = at::detail::getDefaultCPUGenerator();
@@ -201,7 +210,7 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
     if (s.metrics) s.metrics->write({{"event", "resume"}, {"step", s.step}, {"checkpoint", *latest}});
   } else if (!cfg_.checkpoint.init_from.empty()) {
     const auto dir = resolve_checkpoint_dir(cfg_.checkpoint.init_from);
-    load_state(dir, /*with_optimizer=*/false);
+    load_state(dir, /*optimizer_step=*/-1);
     LOG(INFO) << "initialised weights from " << dir;
     if (s.metrics) s.metrics->write({{"event", "init_from"}, {"step", 0}, {"checkpoint", dir}});
   }
@@ -228,14 +237,14 @@ ShardPlacement placement_of(const tp::Shard& shard) {
 
 }  // namespace
 
-void Trainer::load_state(const std::string& dir, bool with_optimizer) {
+void Trainer::load_state(const std::string& dir, int64_t optimizer_step) {
   auto& s = *s_;
   at::NoGradGuard no_grad;
   std::vector<std::pair<std::string, ShardPlacement>> want;
   for (size_t k = 0; k < s.params.size(); ++k) want.emplace_back(s.params[k].first, placement_of(s.shards[k]));
   auto model = load_shards(dir, "model", want);
   for (size_t k = 0; k < s.params.size(); ++k) s.params[k].second.copy_(model[k].second);
-  if (!with_optimizer) {
+  if (optimizer_step < 0) {
     if (s.zero) s.zero->reload_master();
     return;
   }
@@ -247,11 +256,11 @@ void Trainer::load_state(const std::string& dir, bool with_optimizer) {
       p.flat_begin = seg.begin, p.flat_end = seg.end;
       for (const char* kind : {"exp_avg.", "exp_avg_sq."}) want.emplace_back(kind + s.params[seg.param].first, p);
     }
-    s.zero->load_state(load_shards(dir, "optim", want), load_checkpoint_metadata(dir).step);
+    s.zero->load_state(load_shards(dir, "optim", want), optimizer_step);
   } else {
     for (size_t k = 0; k < s.params.size(); ++k)
       for (const char* kind : {"exp_avg.", "exp_avg_sq."}) want.emplace_back(kind + s.params[k].first, placement_of(s.shards[k]));
-    s.optim->load_state(load_shards(dir, "optim", want), load_checkpoint_metadata(dir).step);
+    s.optim->load_state(load_shards(dir, "optim", want), optimizer_step);
   }
 }
 
@@ -315,20 +324,9 @@ double peak_rss_mb() {
 // Sums gradients that are partial over a group: flattened into one buffer, one all-reduce.
 void sum_grads(const Group& g, const std::vector<at::Tensor>& params) {
   if (params.empty() || g.size() == 1) return;
-  std::vector<at::Tensor> flat;
-  for (const auto& p : params)
-    flat.push_back(p.grad().defined() ? p.grad().reshape({-1}) : at::zeros({p.numel()}, p.options()));
-  auto buf = at::cat(flat);
+  auto buf = flatten_grads(params);
   all_reduce(g, buf);
-  int64_t off = 0;
-  for (const auto& p : params) {
-    auto part = buf.narrow(0, off, p.numel()).view(p.sizes());
-    if (p.grad().defined())
-      p.mutable_grad().copy_(part);
-    else
-      p.mutable_grad() = part.clone();
-    off += p.numel();
-  }
+  assign_grads(params, buf);
 }
 
 }  // namespace
@@ -372,14 +370,6 @@ void Trainer::run() {
     std::lock_guard<std::mutex> lock(status_mu_);
     status_.running = true;
   }
-  static const Group kAlone = [] {
-    Group g;
-    g.name = "pp";
-    g.ranks = {0};
-    g.rank = 0;
-    return g;
-  }();
-  const Group& pp = s.ctx ? s.ctx->pp() : kAlone;
 
   const auto t_start = std::chrono::steady_clock::now();
   const int64_t first_step = s.step;
@@ -421,7 +411,7 @@ void Trainer::run() {
       return at::empty({t.micro_batch_size, sp ? t.seq_len / s.dims.tp : t.seq_len, cfg_.model.hidden_size},
                        at::TensorOptions().dtype(at::kFloat).device(s.device));
     };
-    const auto pipe = run_pipeline(s.schedule, pp, step);
+    const auto pipe = run_pipeline(s.schedule, s.pp(), step);
     const auto t_backward_done = std::chrono::steady_clock::now();
     sync_partial_grads();
     for (auto& b : s.grad_buckets) b->finish();
@@ -517,18 +507,12 @@ void Trainer::run() {
 double Trainer::evaluate_valid() {
   auto& s = *s_;
   const auto& t = cfg_.train;
-  if (s.dims.pp == 1)  // every rank holds the whole depth; TP ranks agree on the loss
-    return evaluate(*s.chunks[0], *s.valid_data, t.micro_batch_size, t.seq_len, t.eval_batches,
-                    cfg_.precision, s.device);
-  // Through the pipeline, forward only: the same batches as evaluate(), in order.
+  // Through the pipeline (one stage when pp = 1), forward only: the same batches as evaluate().
   at::NoGradGuard no_grad;
   const int64_t total = s.valid_data->num_samples(), mbs = t.micro_batch_size, S = s.num_stages();
   const int64_t batches = t.eval_batches > 0 ? t.eval_batches : (total + mbs - 1) / mbs;
   const bool sp = cfg_.parallel.sequence_parallel && s.dims.tp > 1;
-  auto window = [&](int64_t b) {
-    const int64_t first = (b * mbs) % total;
-    return std::make_pair(first, std::min(mbs, total - first));
-  };
+  auto window = [&](int64_t b) { return eval_window(b, mbs, total); };
   double loss_sum = 0;
   int64_t tokens = 0;
   StageStep step;
@@ -548,7 +532,8 @@ double Trainer::evaluate_valid() {
     return at::empty({window(b).second, sp ? t.seq_len / s.dims.tp : t.seq_len, cfg_.model.hidden_size},
                      at::TensorOptions().dtype(at::kFloat).device(s.device));
   };
-  run_pipeline_forward(batches, s.dims.vpp, s.ctx->pp(), step);
+  run_pipeline_forward(batches, s.dims.vpp, s.pp(), step);
+  if (!s.ctx || s.ctx->world_size() == 1) return loss_sum / double(tokens);
   const bool reports = s.coord.pp == s.dims.pp - 1 && s.coord.tp == 0 && s.coord.dp == 0;
   auto v = at::tensor({reports ? loss_sum : 0.0, reports ? double(tokens) : 0.0}, at::kDouble);
   all_reduce(s.ctx->world(), v);

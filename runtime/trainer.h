@@ -65,7 +65,8 @@ class Trainer {
  private:
   struct State;
   // Loads this rank's pieces of the model (and optimizer) from a complete checkpoint.
-  void load_state(const std::string& dir, bool with_optimizer);
+  // optimizer_step < 0: weights only (init_from); else also the optimizer, at that step.
+  void load_state(const std::string& dir, int64_t optimizer_step);
   void save_state();  // collective: every rank writes what it owns
   double sync_partial_grads();
   double evaluate_valid();

@@ -17,6 +17,30 @@ struct ReadyHook : torch::autograd::PostAccumulateGradHook {
 
 }  // namespace
 
+at::Tensor flatten_grads(const std::vector<at::Tensor>& params, int64_t numel) {
+  std::vector<at::Tensor> flat;
+  int64_t n = 0;
+  for (const auto& p : params) {
+    flat.push_back(p.grad().defined() ? p.grad().reshape({-1}) : at::zeros({p.numel()}, p.options()));
+    n += p.numel();
+  }
+  if (numel > n) flat.push_back(at::zeros({numel - n}, params.at(0).options()));
+  return at::cat(flat);
+}
+
+void assign_grads(const std::vector<at::Tensor>& params, const at::Tensor& flat) {
+  at::NoGradGuard no_grad;
+  int64_t offset = 0;
+  for (auto p : params) {
+    auto part = flat.narrow(0, offset, p.numel()).view(p.sizes());
+    if (p.grad().defined())
+      p.mutable_grad().copy_(part);
+    else
+      p.mutable_grad() = part.clone();
+    offset += p.numel();
+  }
+}
+
 GradBuckets::GradBuckets(std::vector<at::Tensor> params, const Group& dp, GradBucketsOptions opts)
     : params_(std::move(params)), bucket_of_(params_.size()), dp_(dp), opts_(std::move(opts)) {
   WEFT_CHECK(opts_.deferred.empty() || opts_.deferred.size() == params_.size(),
@@ -51,6 +75,12 @@ GradBuckets::~GradBuckets() {
       torch::autograd::impl::set_post_acc_grad_hooks(params_[k], nullptr);
 }
 
+std::vector<at::Tensor> GradBuckets::bucket_params(const Bucket& b) const {
+  std::vector<at::Tensor> out;
+  for (size_t k : b.layout.params) out.push_back(params_[k]);
+  return out;
+}
+
 void GradBuckets::arm() {
   armed_ = true;
   for (auto& b : buckets_) b.ready = 0, b.launched = false;
@@ -63,14 +93,7 @@ void GradBuckets::on_grad_ready(size_t param) {
 }
 
 void GradBuckets::launch(Bucket& b) {
-  std::vector<at::Tensor> grads;
-  for (size_t k : b.layout.params) {
-    const auto& g = params_[k].grad();
-    grads.push_back(g.defined() ? g.reshape({-1}) : at::zeros({params_[k].numel()}, params_[k].options()));
-  }
-  if (b.layout.padded > b.layout.numel)
-    grads.push_back(at::zeros({b.layout.padded - b.layout.numel}, params_[b.layout.params[0]].options()));
-  b.flat = at::cat(grads);
+  b.flat = flatten_grads(bucket_params(b), b.layout.padded);
   if (opts_.reduce_scatter) {
     // The bucket holds them now, and ZeRO-1 reads only the averaged shard: free the originals.
     for (size_t k : b.layout.params) params_[k].mutable_grad().reset();
@@ -89,7 +112,6 @@ void GradBuckets::finish() {
   armed_ = false;
   for (auto& b : buckets_)
     if (!b.launched) launch(b);
-  at::NoGradGuard no_grad;
   for (auto& b : buckets_) {
     b.handle.wait();
     if (opts_.reduce_scatter) {  // this rank's shard stays in b.flat
@@ -97,14 +119,7 @@ void GradBuckets::finish() {
       b.flat.div_(double(dp_.size()));
       continue;
     }
-    for (size_t i = 0; i < b.layout.params.size(); ++i) {
-      auto& p = params_[b.layout.params[i]];
-      auto avg = b.flat.narrow(0, b.layout.offsets[i], p.numel()).view(p.sizes());
-      if (p.grad().defined())
-        p.mutable_grad().copy_(avg);
-      else
-        p.mutable_grad() = avg.clone();
-    }
+    assign_grads(bucket_params(b), b.flat);
     b.flat = at::Tensor();
   }
 }

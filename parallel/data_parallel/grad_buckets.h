@@ -12,6 +12,12 @@
 
 namespace weft {
 
+// The gradients of `params` in one flat buffer, in order (zeros for a parameter without one),
+// zero-padded to `numel` elements when that is larger.
+at::Tensor flatten_grads(const std::vector<at::Tensor>& params, int64_t numel = 0);
+// Sets each parameter's gradient to its slice of `flat` (the layout of flatten_grads).
+void assign_grads(const std::vector<at::Tensor>& params, const at::Tensor& flat);
+
 struct GradBucketsOptions {
   int64_t bucket_bytes = 25 << 20;  // close a bucket once it holds this many gradient bytes
   // false: every reduction starts in finish(), after backward (the baseline overlap is
@@ -68,6 +74,7 @@ class GradBuckets {
   };
   void on_grad_ready(size_t param);
   void launch(Bucket& b);
+  std::vector<at::Tensor> bucket_params(const Bucket& b) const;
 
   std::vector<at::Tensor> params_;
   std::vector<size_t> bucket_of_;  // param index -> bucket index

@@ -52,11 +52,6 @@ void AdamW::step(double lr) {
   ++steps_;
 }
 
-void AdamW::zero_grad() {
-  for (auto& [name, p] : params_)
-    if (p.grad().defined()) p.mutable_grad().reset();
-}
-
 std::vector<std::pair<std::string, at::Tensor>> AdamW::state() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (size_t i = 0; i < params_.size(); ++i) {

@@ -31,7 +31,6 @@ class AdamW {
 
   // One update with learning rate `lr`, using each parameter's .grad().
   void step(double lr);
-  void zero_grad();
 
   int64_t steps_taken() const { return steps_; }
   // State as named tensors (exp_avg.<name>, exp_avg_sq.<name>) for checkpoints.
