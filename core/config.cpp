@@ -44,6 +44,7 @@ void for_each_field(C& c, F&& f) {
   f("train.eval_interval", c.train.eval_interval);
   f("train.eval_batches", c.train.eval_batches);
   f("train.threads", c.train.threads);
+  f("train.freeze", c.train.freeze);
   f("optim.lr", c.optim.lr);
   f("optim.min_lr", c.optim.min_lr);
   f("optim.weight_decay", c.optim.weight_decay);

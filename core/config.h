@@ -48,6 +48,9 @@ struct TrainConfig {
   int64_t eval_interval = 0;  // steps between validation passes; 0 = never
   int64_t eval_batches = 4;   // micro-batches per validation pass
   int64_t threads = 0;        // intra-op threads; 0 = LibTorch's default
+  // Parameters kept fixed: glob patterns (fnmatch) over parameter names, e.g. "embed.weight",
+  // "layers.0.*". Frozen parameters get no gradient and no optimizer state.
+  std::vector<std::string> freeze;
 };
 
 struct OptimConfig {

@@ -35,7 +35,35 @@ LinearImpl::LinearImpl(at::IntArrayRef shape, bool has_bias, const at::TensorOpt
   if (has_bias) bias = register_parameter("bias", at::empty({shape[0]}, opts));
 }
 
-at::Tensor LinearImpl::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+at::Tensor LinearImpl::forward(const at::Tensor& x) { return fused_linear({this}, x)[0]; }
+
+void LinearImpl::set_adapter(std::shared_ptr<ProjectionAdapter> adapter) {
+  WEFT_CHECK(adapter, "Linear::set_adapter: null adapter");
+  adapter_ = adapter_ ? replace_module("adapter", std::move(adapter)) : register_module("adapter", std::move(adapter));
+}
+
+std::vector<at::Tensor> fused_linear(const std::vector<LinearImpl*>& parts, const at::Tensor& x) {
+  // Row-parallel biases are added by the caller after the reduction (see LinearImpl).
+  auto bias_of = [](const LinearImpl* p) { return p->split == tp::Split::kRow ? at::Tensor() : p->bias; };
+  std::vector<at::Tensor> out;
+  if (parts.size() == 1) {
+    out.push_back(at::linear(x, parts[0]->weight, bias_of(parts[0])));
+  } else {
+    std::vector<at::Tensor> w, b;
+    std::vector<int64_t> sizes;
+    for (const auto* p : parts) {
+      w.push_back(p->weight);
+      if (bias_of(p).defined()) b.push_back(bias_of(p));
+      sizes.push_back(p->weight.size(0));
+    }
+    WEFT_CHECK(b.empty() || b.size() == parts.size(), "fused_linear: parts must all have a bias or none");
+    auto y = at::linear(x, at::cat(w), b.empty() ? at::Tensor() : at::cat(b));  // (..., sum of out)
+    out = y.split(sizes, -1);
+  }
+  for (size_t i = 0; i < parts.size(); ++i)
+    if (parts[i]->adapter()) out[i] = out[i] + parts[i]->adapter()->forward(x);
+  return out;
+}
 
 WeightImpl::WeightImpl(at::IntArrayRef shape, const at::TensorOptions& opts) {
   weight = register_parameter("weight", at::empty(shape, opts));
@@ -61,6 +89,27 @@ at::Tensor TpRegion::enter(const at::Tensor& x) const {
 at::Tensor TpRegion::exit(const at::Tensor& x) const {
   if (!group) return x;
   return sequence_parallel ? tp::reduce_scatter_sequence(x, *group) : tp::reduce_from_region(x, *group);
+}
+
+at::Tensor TpRegion::embed(const at::Tensor& tokens, const at::Tensor& weight, int64_t vocab_start) const {
+  if (!group) return at::embedding(weight, tokens);
+  return exit(tp::vocab_parallel_embedding_partial(tokens, weight, vocab_start));
+}
+
+at::Tensor TpRegion::cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels,
+                                       int64_t vocab_start) const {
+  if (!group)
+    return at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum, kIgnoreIndex);
+  auto per_token = tp::vocab_parallel_cross_entropy(logits, labels, vocab_start, *group);  // (N)
+  return per_token.masked_fill(labels.eq(kIgnoreIndex), 0.0).sum();
+}
+
+int64_t TpRegion::full_length(int64_t local_T) const {
+  return group && sequence_parallel ? local_T * group->size() : local_T;
+}
+
+int64_t TpRegion::sequence_offset(int64_t local_T) const {
+  return group && sequence_parallel ? group->rank * local_T : 0;
 }
 
 tp::Plan transformer_tp_plan(const ModelConfig& cfg) {
@@ -103,11 +152,7 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t B = x.size(0), T = x.size(1);
-  // One GEMM for q, k and v: small projections run far below peak on their own.
-  auto qkv = at::linear(x, at::cat({q_proj->weight, k_proj->weight, v_proj->weight}),
-                        q_proj->bias.defined() ? at::cat({q_proj->bias, k_proj->bias, v_proj->bias})
-                                               : at::Tensor());  // (B, T, (H + 2K) D)
-  auto parts = qkv.split({heads * head_dim, kv_heads * head_dim, kv_heads * head_dim}, -1);
+  auto parts = fused_linear({q_proj.get(), k_proj.get(), v_proj.get()}, x);  // (B, T, H D), 2 x (B, T, K D)
   auto q = parts[0].view({B, T, heads, head_dim}).transpose(1, 2);     // (B, H, T, D)
   auto k = parts[1].view({B, T, kv_heads, head_dim}).transpose(1, 2);  // (B, K, T, D)
   auto v = parts[2].view({B, T, kv_heads, head_dim}).transpose(1, 2);  // (B, K, T, D)
@@ -122,7 +167,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
     v = v.unsqueeze(2).expand({B, kv_heads, rep, T, head_dim}).reshape({B, heads, T, head_dim});
   }
   auto y = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);  // (B, H, T, D)
-  return at::linear(y.transpose(1, 2).reshape({B, T, heads * head_dim}), o_proj->weight);
+  return o_proj(y.transpose(1, 2).reshape({B, T, heads * head_dim}));  // bias after the reduction
 }
 
 MlpImpl::MlpImpl(const ModelConfig& cfg, const ModelShard& shard, const at::TensorOptions& opts) {
@@ -134,11 +179,12 @@ MlpImpl::MlpImpl(const ModelConfig& cfg, const ModelShard& shard, const at::Tens
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {
+  // down_proj is row-parallel: its bias is added after the reduction.
   if (gate_proj) {  // SwiGLU, gate and up in one GEMM
-    auto gate_up = at::linear(x, at::cat({gate_proj->weight, up_proj->weight})).chunk(2, -1);  // 2 x (B, T, F)
-    return at::linear(at::silu(gate_up[0]) * gate_up[1], down_proj->weight);
+    auto gate_up = fused_linear({gate_proj.get(), up_proj.get()}, x);  // 2 x (B, T, F)
+    return down_proj(at::silu(gate_up[0]) * gate_up[1]);
   }
-  return at::linear(at::gelu(up_proj(x), "tanh"), down_proj->weight);  // GPT-2
+  return down_proj(at::gelu(up_proj(x), "tanh"));  // GPT-2
 }
 
 BlockImpl::BlockImpl(const ModelConfig& cfg, const ModelShard& shard, const at::TensorOptions& opts)
@@ -184,9 +230,13 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, const at::TensorOptions
     final_norm = register_module("final_norm", Norm(C, is_gpt2(cfg), cfg.norm_eps, opts));
     if (!cfg.tie_embeddings) lm_head = register_module("lm_head", Weight(std::vector<int64_t>{V, C}, opts));
   }
+  // Each projection learns its split from the plan (what an adapter must follow).
+  const auto plan = transformer_tp_plan(cfg);
+  for (const auto& item : named_modules("", /*include_self=*/false))
+    if (auto* linear = item.value()->as<LinearImpl>())
+      if (const auto* rule = tp::find_rule(plan, item.key() + ".weight")) linear->split = rule->split;
   // Where each local piece lies in the full tensor: the full shape is the local one with the
   // split dim scaled back (kHeads replicated pieces: the model's kv heads).
-  const auto plan = transformer_tp_plan(cfg);
   for (const auto& item : named_parameters()) {
     const auto* rule = tp::find_rule(plan, item.key());
     auto global = item.value().sizes().vec();
@@ -242,16 +292,10 @@ at::Tensor TransformerImpl::embed_tokens(const at::Tensor& tokens) {
   const int64_t T = tokens.size(1);
   WEFT_CHECK(T <= cfg_.max_seq_len, "sequence of ", T, " tokens exceeds model.max_seq_len (",
              cfg_.max_seq_len, ")");
-  at::Tensor x;  // (B, T, C), or (B, T/tp, C) with sequence parallelism
-  if (region_.group) {  // vocabulary-parallel: each rank looks up the rows it owns, then reduce
-    const int64_t vocab_start = shard_of("embed.weight").start;
-    x = region_.exit(tp::vocab_parallel_embedding_partial(tokens, embed->weight, vocab_start));
-  } else {
-    x = at::embedding(embed->weight, tokens);
-  }
+  auto x = region_.embed(tokens, embed->weight, shard_of("embed.weight").start);  // (B, T, C) or (B, T/tp, C)
   if (is_gpt2(cfg_)) {
     const int64_t local_T = x.size(1);  // positions of this rank's slice of the sequence
-    x = x + pos_embed->weight.narrow(0, local_T == T ? 0 : shard_.tp_rank * local_T, local_T);
+    x = x + pos_embed->weight.narrow(0, region_.sequence_offset(local_T), local_T);
   }
   return x;
 }
@@ -260,16 +304,17 @@ at::Tensor TransformerImpl::head_loss(const at::Tensor& x, const at::Tensor& lab
   auto h = region_.enter(final_norm(x));           // (B, T, C)
   auto logits = at::linear(h, lm_head_weight());   // (B, T, V/tp)
   auto flat = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
-  if (!region_.group) return at::cross_entropy_loss(flat, labels.reshape({-1}));
   const int64_t vocab_start = shard_of(cfg_.tie_embeddings ? "embed.weight" : "lm_head.weight").start;
-  return tp::vocab_parallel_cross_entropy(flat, labels.reshape({-1}), vocab_start, *region_.group).mean();
+  const auto flat_labels = labels.reshape({-1});
+  // Mean over counted labels; a micro-batch with none counts 0 (and gets zero gradients).
+  auto counted = flat_labels.ne(kIgnoreIndex).sum().clamp_min(1);
+  return region_.cross_entropy_sum(flat, flat_labels, vocab_start) / counted;
 }
 
 at::Tensor TransformerImpl::forward_stage(const at::Tensor& input, const at::Tensor& labels) {
   auto x = shard_.embedding ? embed_tokens(input) : input;
   at::Tensor cos, sin;
-  const int64_t T = x.size(1) * (region_.group && region_.sequence_parallel ? shard_.tp : 1);
-  if (!is_gpt2(cfg_)) std::tie(cos, sin) = rope(T, x.device());
+  if (!is_gpt2(cfg_)) std::tie(cos, sin) = rope(region_.full_length(x.size(1)), x.device());
   for (auto& layer : layers) x = layer(x, cos, sin);
   return shard_.head ? head_loss(x, labels) : x;
 }
@@ -284,10 +329,9 @@ at::Tensor TransformerImpl::forward(const at::Tensor& tokens) {
   return at::linear(final_norm(x), lm_head_weight());  // (B, T, V)
 }
 
-at::Tensor TransformerImpl::loss(const at::Tensor& tokens) {
+at::Tensor TransformerImpl::loss(const at::Tensor& input_ids, const at::Tensor& labels) {
   WEFT_CHECK(shard_.embedding && shard_.head, "loss() needs every layer; use forward_stage() on a pipeline stage");
-  const int64_t T = tokens.size(1) - 1;
-  return forward_stage(tokens.narrow(1, 0, T), tokens.narrow(1, 1, T));
+  return forward_stage(input_ids, labels);
 }
 
 void TransformerImpl::init_weights(uint64_t seed) {

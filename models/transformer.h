@@ -37,15 +37,39 @@ struct ModelShard {
 // The tensor-parallel plan of the transformer, as data (see parallel/tensor_parallel/plan.h).
 tp::Plan transformer_tp_plan(const ModelConfig& cfg);
 
-// A weight (out, in) with an optional bias (out). Y = X W^T + b.
+// What wraps a projection: its output is added to the projection's, y = x W^T + b + adapter(x)
+// (LoRA: adapter(x) = B A x * alpha / r). Shapes follow the wrapped projection's local (TP) shapes:
+// (..., in_local) -> (..., out_local); for a row-parallel projection the output is a partial sum,
+// reduced over TP together with the projection's. Not thread-safe (a module).
+class ProjectionAdapter : public torch::nn::Module {
+ public:
+  virtual at::Tensor forward(const at::Tensor& x) = 0;
+};
+
+// The one module every linear projection of the model goes through (q/k/v, o, gate/up, down):
+// Y = X W^T + b with W (out, in), b (out). Tensor parallelism splits it by its plan rule
+// (`split`: column, heads or row); an adapter can wrap it without touching attention or MLP code.
+// A row-parallel projection's bias is not added by forward(): the caller adds it once, after the
+// TP reduction of the partial sums.
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in, int64_t out, bool bias, const at::TensorOptions& opts);
   LinearImpl(at::IntArrayRef weight_shape, bool bias, const at::TensorOptions& opts);
   at::Tensor forward(const at::Tensor& x);  // (..., in) -> (..., out)
+  // Registers `adapter` as submodule "adapter"; replaces an earlier one.
+  void set_adapter(std::shared_ptr<ProjectionAdapter> adapter);
+  const std::shared_ptr<ProjectionAdapter>& adapter() const { return adapter_; }
   at::Tensor weight, bias;
+  tp::Split split = tp::Split::kReplicated;  // set from the model's TP plan at construction
+
+ private:
+  std::shared_ptr<ProjectionAdapter> adapter_;
 };
 TORCH_MODULE(Linear);
+
+// Several projections of the same input as one GEMM (small projections run far below peak on
+// their own): returns each part's output, as parts[i]->forward(x) would, adapters included.
+std::vector<at::Tensor> fused_linear(const std::vector<LinearImpl*>& parts, const at::Tensor& x);
 
 // A bare named weight: embeddings and the output head.
 class WeightImpl : public torch::nn::Module {
@@ -66,8 +90,9 @@ class NormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Norm);
 
-// Tensor-parallel regions around the column-parallel -> row-parallel pairs of a layer. Both are
-// the identity for a model on one device.
+// How the model's tensor-parallel regions talk to the TP group: around each column-parallel ->
+// row-parallel pair of a layer, and around the vocabulary-split embedding and loss. With no group
+// (one device) every operation is the plain single-device one, so the model has no TP branches.
 struct TpRegion {
   const Group* group = nullptr;
   bool sequence_parallel = false;
@@ -75,7 +100,21 @@ struct TpRegion {
   at::Tensor enter(const at::Tensor& x) const;
   // Out of it: partial sums -> reduced (or reduced and split along T).
   at::Tensor exit(const at::Tensor& x) const;
+  // Embedding lookup with this rank's vocabulary rows [vocab_start, vocab_start + V_local):
+  // tokens (B, T) -> (B, T, C), or (B, T/tp, C) with sequence parallelism.
+  at::Tensor embed(const at::Tensor& tokens, const at::Tensor& weight, int64_t vocab_start) const;
+  // Sum of next-token cross-entropy over the counted labels (label != -100, PyTorch's
+  // ignore_index), logits (N, V_local) holding vocabulary [vocab_start, vocab_start + V_local);
+  // labels (N). Returns a fp32 scalar; never gathers full-vocabulary logits.
+  at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels, int64_t vocab_start) const;
+  // Sequence length of the whole activation given this rank's local one, and where the local
+  // slice starts along T.
+  int64_t full_length(int64_t local_T) const;
+  int64_t sequence_offset(int64_t local_T) const;
 };
+
+// Labels with this value are not counted in the loss (PyTorch's cross_entropy ignore_index).
+constexpr int64_t kIgnoreIndex = -100;
 
 class AttentionImpl : public torch::nn::Module {
  public:
@@ -124,12 +163,12 @@ class TransformerImpl : public torch::nn::Module {
 
   // tokens (B, T) int64 -> logits (B, T, V) in the compute dtype. Whole model, tp = 1 only.
   at::Tensor forward(const at::Tensor& tokens);
-  // Mean next-token cross-entropy: tokens (B, T+1); predicts tokens[:, 1:] from tokens[:, :-1].
-  // Needs the embedding and the head (pp = 1); any tp.
-  at::Tensor loss(const at::Tensor& tokens);
-  // One pipeline stage: input is tokens (B, T) on the first stage, else the previous stage's
+  // Mean next-token cross-entropy of input ids (B, T) against labels (B, T) over the counted
+  // labels (!= kIgnoreIndex); 0 when none counts. Needs the embedding and the head (pp = 1); any tp.
+  at::Tensor loss(const at::Tensor& input_ids, const at::Tensor& labels);
+  // One pipeline stage: input is token ids (B, T) on the first stage, else the previous stage's
   // output (B, T, C) ((B, T/tp, C) with sequence parallelism). Returns that stage output, or on
-  // the last stage the mean loss against labels (B, T).
+  // the last stage the mean loss over the counted labels (B, T) (0 when none counts).
   at::Tensor forward_stage(const at::Tensor& input, const at::Tensor& labels);
   // Layout-independent initialisation: every parameter is drawn in full from a generator
   // seeded by (seed, its name) and this rank keeps its slice, so every layout gets the same
@@ -153,7 +192,7 @@ class TransformerImpl : public torch::nn::Module {
   // RoPE tables for positions [0, T): cos/sin (T, D) in fp32, cached per (T, device).
   std::pair<at::Tensor, at::Tensor> rope(int64_t T, const at::Device& device);
   at::Tensor embed_tokens(const at::Tensor& tokens);        // (B, T) -> (B, T, C) or (B, T/tp, C)
-  at::Tensor head_loss(const at::Tensor& x, const at::Tensor& labels);  // -> mean loss
+  at::Tensor head_loss(const at::Tensor& x, const at::Tensor& labels);  // -> mean over counted
   ModelConfig cfg_;
   ModelShard shard_;
   TpRegion region_;

@@ -94,8 +94,14 @@ std::shared_ptr<SampleSource> open_dataset(const Config& cfg, DataSplit split) {
   return open_training_data(cfg.data.prefix, cfg.data.blend, opts, cfg.model.vocab_size);
 }
 
+int64_t eval_batch_count(int64_t max_batches, int64_t mbs, int64_t total) {
+  const int64_t all = (total + mbs - 1) / mbs;
+  return max_batches > 0 ? std::min(max_batches, all) : all;
+}
+
 std::pair<int64_t, int64_t> eval_window(int64_t b, int64_t mbs, int64_t total) {
-  const int64_t first = (b * mbs) % total;
+  const int64_t first = b * mbs;
+  WEFT_CHECK(b >= 0 && first < total, "eval_window: micro-batch ", b, " is past the ", total, " windows");
   return {first, std::min(mbs, total - first)};
 }
 
@@ -103,17 +109,17 @@ double evaluate(TransformerImpl& model, const SampleSource& data, int64_t mbs, i
                 int64_t batches, const std::string& precision, const at::Device& device) {
   at::NoGradGuard no_grad;
   const int64_t total = data.num_samples();
-  if (batches <= 0) batches = (total + mbs - 1) / mbs;
-  double loss_sum = 0;
-  int64_t tokens = 0;
-  for (int64_t b = 0; b < batches; ++b) {
+  const auto opts = at::TensorOptions().dtype(at::kDouble).device(device);
+  auto loss_sum = at::zeros({}, opts), counted = at::zeros({}, opts);  // sum of loss x count, of count
+  for (int64_t b = 0; b < eval_batch_count(batches, mbs, total); ++b) {
     const auto [first, count] = eval_window(b, mbs, total);
-    auto batch = make_batch(data, first, count, seq_len).to(device);  // (count, T+1)
+    const auto mb = make_micro_batch(data, first, count, seq_len);
     ComputeGuard compute(precision, device);
-    loss_sum += model.loss(batch).item<double>() * double(count * seq_len);
-    tokens += count * seq_len;
+    auto loss = model.loss(mb.input_ids.to(device), mb.labels.to(device));
+    loss_sum.add_(loss.to(at::kDouble) * double(mb.num_counted)), counted.add_(double(mb.num_counted));
   }
-  return loss_sum / double(tokens);
+  const double n = counted.item<double>();
+  return n > 0 ? loss_sum.item<double>() / n : 0.0;
 }
 
 Config checkpoint_config(const std::string& step_dir) {

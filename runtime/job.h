@@ -53,12 +53,16 @@ enum class DataSplit { kTrain, kValid, kAll };
 // The job's dataset (data.prefix or data.blend) for one split; kAll is unshuffled, in order.
 std::shared_ptr<SampleSource> open_dataset(const Config& cfg, DataSplit split);
 
-// Micro-batch b of an evaluation pass: (first sample, count), wrapping at the end of the data;
-// the batch at the end may be short.
+// Micro-batches in an evaluation pass over `num_samples` windows: the first `max_batches` (all
+// when max_batches <= 0), never more than it takes to visit every window once.
+int64_t eval_batch_count(int64_t max_batches, int64_t micro_batch_size, int64_t num_samples);
+// Micro-batch b of an evaluation pass: (first sample, count); the last one may be short. Each
+// window belongs to exactly one micro-batch. Throws weft::Error for b past the data.
 std::pair<int64_t, int64_t> eval_window(int64_t b, int64_t micro_batch_size, int64_t num_samples);
 
-// Mean next-token loss over `batches` micro-batches taken in order from sample 0 (all of them
-// when batches <= 0). Runs without autograd.
+// Mean next-token loss over the counted labels of the first `batches` micro-batches of windows
+// in order from sample 0 (eval_batch_count). In-training validation evaluates the same windows.
+// Runs without autograd.
 double evaluate(TransformerImpl& model, const SampleSource& data, int64_t micro_batch_size,
                 int64_t seq_len, int64_t batches, const std::string& precision, const at::Device& device);
 

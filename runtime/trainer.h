@@ -21,15 +21,22 @@ namespace weft {
 
 struct StepMetrics {
   int64_t step = 0;  // optimizer steps completed
+  // Mean next-token loss over the counted tokens of the whole global batch; the learning rate
+  // used; the global gradient norm before clipping.
   double loss = 0, lr = 0, grad_norm = 0;
   double tokens_per_sec = 0, mfu = 0, step_ms = 0;
   int64_t consumed_samples = 0;
+  double peak_rss_mb = 0;      // largest peak resident memory over the ranks
+  double dp_wait_ms = 0;       // gradient sync exposed after backward (this rank)
+  double pipeline_bubble = 0;  // idle share of the pipeline (pp > 1)
 };
 
 struct TrainerStatus {
   int64_t step = 0, total_steps = 0;
   double last_loss = 0;
   bool running = false, finished = false;
+  bool failed = false;  // run() threw; `error` holds its message
+  std::string error;
 };
 
 class ParallelContext;
@@ -41,9 +48,16 @@ struct TrainerOptions {
   const ParallelContext* parallel = nullptr;
 };
 
-// Owns the model, optimizer, data and run directory of one job. run() is called once from one
-// thread; request_stop() and status() may be called from any thread. Throws weft::Error for bad
-// config, data or checkpoints.
+// Owns the model, optimizer, data, checkpoints and run directory of one job.
+// Threads: run() is called once, from one thread; callbacks run on that thread, between steps.
+// request_stop() and status() may be called from any thread, and on_step()/on_eval() too, even
+// while run() is running (a callback registered then is called from the next step on).
+// Errors: the constructor and run() throw weft::Error for bad config, data or checkpoints; when
+// run() throws, status() reports failed with the message.
+// Process-wide effects: the constructor sets LibTorch's intra-op thread count when
+// train.threads > 0, and restoring a checkpoint sets the default CPU generator's state (saved
+// with it). Nothing else is global: a service may hold several Trainers (one run() at a time
+// per process, since the thread count and generator are shared).
 class Trainer {
  public:
   explicit Trainer(Config cfg, TrainerOptions opts = {});
@@ -57,25 +71,33 @@ class Trainer {
   void request_stop() { stop_.store(true); }
   TrainerStatus status() const;
 
-  void on_step(std::function<void(const StepMetrics&)> cb) { step_callbacks_.push_back(std::move(cb)); }
-  void on_eval(std::function<void(int64_t step, double loss)> cb) { eval_callbacks_.push_back(std::move(cb)); }
+  void on_step(std::function<void(const StepMetrics&)> cb);
+  void on_eval(std::function<void(int64_t step, double loss)> cb);
 
   const Config& config() const { return cfg_; }
 
  private:
   struct State;
-  // Loads this rank's pieces of the model (and optimizer) from a complete checkpoint.
-  // optimizer_step < 0: weights only (init_from); else also the optimizer, at that step.
-  void load_state(const std::string& dir, int64_t optimizer_step);
-  void save_state();  // collective: every rank writes what it owns
-  double sync_partial_grads();
+  struct Batch;  // this DP rank's micro-batches of one global batch
+  struct Pass;   // what forward/backward leaves: the loss on the device, pipeline timings
+  void train_loop();
+  // One optimizer step, top to bottom; returns its metrics.
+  StepMetrics train_step();
+  Batch next_batch();
+  // Forward and backward of every micro-batch over the pipeline schedule.
+  Pass forward_backward(const Batch& batch);
+  // Step metrics, with the loss and the stop request agreed over every rank.
+  StepMetrics agree(const Pass& pass, const Batch& batch, double lr, double grad_norm, double sync_ms);
   double evaluate_valid();
+  void save();
+  void notify(const StepMetrics& m);
   Config cfg_;
   TrainerOptions opts_;
   std::unique_ptr<State> s_;
   std::atomic<bool> stop_{false};
-  std::vector<std::function<void(const StepMetrics&)>> step_callbacks_;
-  std::vector<std::function<void(int64_t, double)>> eval_callbacks_;
+  mutable std::mutex callbacks_mu_;
+  std::vector<std::function<void(const StepMetrics&)>> step_callbacks_;  // guarded by callbacks_mu_
+  std::vector<std::function<void(int64_t, double)>> eval_callbacks_;     // guarded by callbacks_mu_
   mutable std::mutex status_mu_;
   TrainerStatus status_;  // guarded by status_mu_
 };

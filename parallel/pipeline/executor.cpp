@@ -82,11 +82,13 @@ PipelineStats run_pipeline(const Schedule& schedule, const Group& pp, const Stag
       auto [input, out] = node->second;
       saved.erase(node);
       if (step.before_backward) step.before_backward(a.microbatch, a.chunk);
+      // The output of a stage whose parameters are all frozen (and that gets no input gradient
+      // to pass on: the first stage) needs no backward.
       if (s == S - 1) {
-        torch::autograd::backward({out});
+        if (out.requires_grad()) torch::autograd::backward({out});
       } else {
         auto grad = take(Key{Transfer::kGradient, a.microbatch, a.chunk}, "output gradient");
-        torch::autograd::backward({out}, {grad.to(out.scalar_type())});
+        if (out.requires_grad()) torch::autograd::backward({out}, {grad.to(out.scalar_type())});
       }
       if (s > 0) {
         WEFT_CHECK(input.grad().defined(), "pipeline rank ", r, ": no input gradient for micro-batch ",

@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 
 #include "core/error.h"
+#include "models/transformer.h"  // kIgnoreIndex
 
 namespace weft {
 namespace {
@@ -106,9 +108,19 @@ std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch) {
 
 // ---- GPTDataset --------------------------------------------------------------------------
 
-GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTDatasetOptions& options)
-    : data_(std::move(data)), options_(options) {
+void SampleSource::get_loss_mask(int64_t, int64_t* out) const { std::fill(out, out + seq_len() + 1, 1); }
+
+GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTDatasetOptions& options,
+                       std::shared_ptr<const IndexedDataset> loss_mask)
+    : data_(std::move(data)), loss_mask_(std::move(loss_mask)), options_(options) {
   WEFT_CHECK(data_ != nullptr, "GPTDataset needs a dataset");
+  if (loss_mask_) {
+    bool same = loss_mask_->num_sequences() == data_->num_sequences();
+    for (int64_t s = 0; same && s < data_->num_sequences(); ++s)
+      same = loss_mask_->sequence_length(s) == data_->sequence_length(s);
+    WEFT_CHECK(same, "loss mask ", loss_mask_->prefix(), " does not have the sequence lengths of dataset ",
+               data_->prefix(), "; write both from the same documents");
+  }
   WEFT_CHECK(options_.seq_len >= 1, "train.seq_len must be >= 1, got ", options_.seq_len);
   const int64_t docs = data_->num_documents();
   std::tie(doc_begin_, doc_end_) = split_documents(options_.split, options_.which, docs);
@@ -148,7 +160,7 @@ int64_t GPTDataset::sample_for(int64_t index) const {
   return (*permutation(epoch))[pos];
 }
 
-void GPTDataset::read_stream(int64_t start, int64_t count, int64_t* out) const {
+void GPTDataset::read_stream(const IndexedDataset& from, int64_t start, int64_t count, int64_t* out) const {
   // The chosen sequence holding token `start`: the last j with cumulative_[j] <= start.
   auto it = std::upper_bound(cumulative_.begin(), cumulative_.end(), start);
   int64_t j = (it - cumulative_.begin()) - 1;
@@ -156,7 +168,7 @@ void GPTDataset::read_stream(int64_t start, int64_t count, int64_t* out) const {
   while (count > 0) {
     const int64_t len = cumulative_[j + 1] - cumulative_[j];
     const int64_t take = std::min(count, len - offset);
-    if (take > 0) data_->read(seq_begin_ + j, offset, take, out);
+    if (take > 0) from.read(seq_begin_ + j, offset, take, out);
     out += take;
     count -= take;
     offset = 0;
@@ -166,7 +178,12 @@ void GPTDataset::read_stream(int64_t start, int64_t count, int64_t* out) const {
 
 void GPTDataset::get(int64_t index, int64_t* out) const {
   const int64_t sample = sample_for(index);
-  read_stream(sample * options_.seq_len, options_.seq_len + 1, out);
+  read_stream(*data_, sample * options_.seq_len, options_.seq_len + 1, out);
+}
+
+void GPTDataset::get_loss_mask(int64_t index, int64_t* out) const {
+  if (!loss_mask_) return SampleSource::get_loss_mask(index, out);
+  read_stream(*loss_mask_, sample_for(index) * options_.seq_len, options_.seq_len + 1, out);
 }
 
 // ---- BlendedDataset ----------------------------------------------------------------------
@@ -249,6 +266,15 @@ void BlendedDataset::get(int64_t index, int64_t* out) const {
   sources_[k]->get(sample, out);
 }
 
+bool BlendedDataset::has_loss_mask() const {
+  return std::any_of(sources_.begin(), sources_.end(), [](const auto& s) { return s->has_loss_mask(); });
+}
+
+void BlendedDataset::get_loss_mask(int64_t index, int64_t* out) const {
+  auto [k, sample] = locate(index);
+  sources_[k]->get_loss_mask(sample, out);
+}
+
 // ---- helpers -----------------------------------------------------------------------------
 
 at::Tensor make_batch(const SampleSource& source, int64_t first, int64_t count, int64_t seq_len) {
@@ -261,6 +287,23 @@ at::Tensor make_batch(const SampleSource& source, int64_t first, int64_t count, 
   return batch;
 }
 
+MicroBatch make_micro_batch(const SampleSource& source, int64_t first, int64_t count, int64_t seq_len) {
+  auto tokens = make_batch(source, first, count, seq_len);  // (B, T + 1)
+  MicroBatch mb;
+  mb.input_ids = tokens.narrow(1, 0, seq_len);
+  mb.labels = tokens.narrow(1, 1, seq_len);
+  if (!source.has_loss_mask()) {
+    mb.num_counted = count * seq_len;
+    return mb;
+  }
+  auto mask = at::empty({count, seq_len + 1}, at::kLong);
+  for (int64_t r = 0; r < count; ++r) source.get_loss_mask(first + r, mask.data_ptr<int64_t>() + r * (seq_len + 1));
+  auto counted = mask.narrow(1, 1, seq_len).ne(0);  // the target token's mask
+  mb.labels = mb.labels.masked_fill(counted.logical_not(), kIgnoreIndex);
+  mb.num_counted = counted.sum().item<int64_t>();
+  return mb;
+}
+
 namespace {
 std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, int64_t vocab) {
   auto data = std::make_shared<const IndexedDataset>(prefix);
@@ -271,6 +314,15 @@ std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, in
              "with the model's tokenizer");
   return data;
 }
+
+// PREFIX, with its loss mask PREFIX.loss_mask when that exists.
+std::shared_ptr<GPTDataset> open_gpt_dataset(const std::string& prefix, const GPTDatasetOptions& options,
+                                             int64_t vocab_size) {
+  std::shared_ptr<const IndexedDataset> mask;
+  if (std::filesystem::exists(prefix + ".loss_mask.idx"))
+    mask = std::make_shared<const IndexedDataset>(prefix + ".loss_mask");
+  return std::make_shared<GPTDataset>(open_checked(prefix, vocab_size), options, std::move(mask));
+}
 }  // namespace
 
 std::shared_ptr<SampleSource> open_training_data(const std::string& prefix,
@@ -279,9 +331,7 @@ std::shared_ptr<SampleSource> open_training_data(const std::string& prefix,
                                                  int64_t vocab_size) {
   WEFT_CHECK(prefix.empty() != blend.empty(), "set exactly one of data.prefix and data.blend (got ",
              prefix.empty() ? "neither" : "both", ")");
-  if (!prefix.empty()) {
-    return std::make_shared<GPTDataset>(open_checked(prefix, vocab_size), options);
-  }
+  if (!prefix.empty()) return open_gpt_dataset(prefix, options, vocab_size);
   WEFT_CHECK(blend.size() % 2 == 0,
              "data.blend must alternate weight and prefix "
              "(\"0.7, a, 0.3, b\"); got ",
@@ -294,7 +344,7 @@ std::shared_ptr<SampleSource> open_training_data(const std::string& prefix,
     double weight = std::strtod(w.c_str(), &stop);
     WEFT_CHECK(!w.empty() && stop && *stop == '\0', "data.blend entry ", i, " (\"", w,
                "\") must be a weight, followed by a prefix");
-    sources.push_back(std::make_shared<GPTDataset>(open_checked(p, vocab_size), options));
+    sources.push_back(open_gpt_dataset(p, options, vocab_size));
     weights.push_back(weight);
   }
   return std::make_shared<BlendedDataset>(std::move(sources), std::move(weights));

@@ -27,6 +27,11 @@ class SampleSource {
   // Writes sample `index` (any index >= 0; index / num_samples() is the epoch) as
   // seq_len() + 1 tokens into out.
   virtual void get(int64_t index, int64_t* out) const = 0;
+  // Whether samples carry a loss mask (tokens that are not prediction targets, e.g. prompts).
+  virtual bool has_loss_mask() const { return false; }
+  // Writes sample `index`'s loss mask, aligned with get()'s tokens: seq_len() + 1 values, 0 where
+  // the token is not a target. Without a mask every token is one (all 1).
+  virtual void get_loss_mask(int64_t index, int64_t* out) const;
 };
 
 enum class SplitPart { kTrain, kValid, kAll };
@@ -47,7 +52,8 @@ struct GPTDatasetOptions {
 std::pair<int64_t, int64_t> split_documents(const std::string& split, SplitPart which,
                                             int64_t num_documents);
 
-// Samples over one split of one indexed dataset. The chosen documents' tokens form one stream
+// Samples over one split of one indexed dataset, optionally with a loss mask: a second indexed
+// dataset with the same sequence lengths (PREFIX.loss_mask.{bin,idx}; 0 = not a target). The chosen documents' tokens form one stream
 // in document order; sample k (before shuffling) is stream[k*T, k*T + T + 1) for T = seq_len,
 // so samples cross document boundaries and overlap by one token; num_samples = (N - 1) / T.
 // Epoch e visits the samples in a Fisher-Yates permutation drawn from mt19937_64 seeded by
@@ -58,11 +64,15 @@ std::pair<int64_t, int64_t> split_documents(const std::string& split, SplitPart 
 //   than seq_len + 1 tokens. get() is thread-safe.
 class GPTDataset : public SampleSource {
  public:
-  GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTDatasetOptions& options);
+  // Throws weft::Error when `loss_mask` (may be null) does not have `data`'s sequence lengths.
+  GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTDatasetOptions& options,
+             std::shared_ptr<const IndexedDataset> loss_mask = nullptr);
 
   int64_t num_samples() const override { return num_samples_; }
   int64_t seq_len() const override { return options_.seq_len; }
   void get(int64_t index, int64_t* out) const override;
+  bool has_loss_mask() const override { return loss_mask_ != nullptr; }
+  void get_loss_mask(int64_t index, int64_t* out) const override;
 
   // Tokens in the chosen part's stream, and its document range.
   int64_t num_tokens() const { return cumulative_.back(); }
@@ -73,9 +83,9 @@ class GPTDataset : public SampleSource {
 
  private:
   std::shared_ptr<const std::vector<int64_t>> permutation(int64_t epoch) const;
-  void read_stream(int64_t start, int64_t count, int64_t* out) const;
+  void read_stream(const IndexedDataset& from, int64_t start, int64_t count, int64_t* out) const;
 
-  std::shared_ptr<const IndexedDataset> data_;
+  std::shared_ptr<const IndexedDataset> data_, loss_mask_;
   GPTDatasetOptions options_;
   int64_t doc_begin_ = 0, doc_end_ = 0;
   int64_t seq_begin_ = 0;            // first sequence of the chosen documents
@@ -111,6 +121,8 @@ class BlendedDataset : public SampleSource {
   int64_t num_samples() const override { return num_samples_; }
   int64_t seq_len() const override { return seq_len_; }
   void get(int64_t index, int64_t* out) const override;
+  bool has_loss_mask() const override;
+  void get_loss_mask(int64_t index, int64_t* out) const override;
 
   // (source, that source's sample index) for global sample `index`.
   std::pair<int, int64_t> locate(int64_t index) const;
@@ -135,9 +147,20 @@ class BlendedDataset : public SampleSource {
 // Samples [first, first + count) of `source` as an int64 tensor of shape (count, seq_len + 1).
 at::Tensor make_batch(const SampleSource& source, int64_t first, int64_t count, int64_t seq_len);
 
+// One micro-batch, on the host: input_ids and labels (B, T) int64, labels[b, t] being the token
+// after input t, or -100 (PyTorch's ignore_index) where the loss mask says that token is not a
+// target. num_counted: labels that count.
+struct MicroBatch {
+  at::Tensor input_ids, labels;
+  int64_t num_counted = 0;
+};
+// Samples [first, first + count) of `source` as a micro-batch. Throws weft::Error for a bad range.
+MicroBatch make_micro_batch(const SampleSource& source, int64_t first, int64_t count, int64_t seq_len);
+
 // Opens training data from either one prefix or a blend ("weight, prefix, weight, prefix, ...",
 // as in data.blend), builds GPTDatasets with `options` (a BlendedDataset for a blend), and checks
-// every token is in [0, vocab_size). Throws weft::Error naming the dataset otherwise.
+// every token is in [0, vocab_size). A dataset PREFIX with a PREFIX.loss_mask companion gets its
+// loss mask. Throws weft::Error naming the dataset otherwise.
 std::shared_ptr<SampleSource> open_training_data(const std::string& prefix,
                                                  const std::vector<std::string>& blend,
                                                  const GPTDatasetOptions& options,

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "parallel/comm.h"
 
 namespace weft {
 
@@ -108,6 +109,71 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double clip) {
   const double total = std::sqrt(grad_sumsq(grads));
   clip_grads(grads, total, clip);
   return total;
+}
+
+namespace {
+std::vector<std::pair<std::string, at::Tensor>> named(const std::vector<const ParamRecord*>& params) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto* p : params) out.emplace_back(p->name, p->tensor);
+  return out;
+}
+std::vector<bool> decay_flags(const std::vector<const ParamRecord*>& params) {
+  std::vector<bool> out;
+  for (const auto* p : params) out.push_back(p->decay);
+  return out;
+}
+std::vector<const ParamRecord*> trainable_of(const ParamList& params) {
+  std::vector<const ParamRecord*> out;
+  for (const auto& p : params)
+    if (p.trainable) out.push_back(&p);
+  return out;
+}
+}  // namespace
+
+ReplicatedAdamW::ReplicatedAdamW(const ParamList& params, const OptimConfig& cfg, const Group* model_group)
+    : trainable_(trainable_of(params)),
+      adam_(named(trainable_), decay_flags(trainable_), cfg),
+      model_group_(model_group) {}
+
+void ReplicatedAdamW::grads(std::vector<at::Tensor>& counted, std::vector<at::Tensor>& all) const {
+  for (const auto* p : trainable_) {
+    all.push_back(p->tensor.grad());
+    if (p->owned) counted.push_back(p->tensor.grad());
+  }
+}
+
+void ReplicatedAdamW::save_state(int64_t dp_rank, NamedTensors& tensors,
+                                 std::map<std::string, ShardPlacement>& placements) const {
+  if (dp_rank != 0) return;  // the DP replicas hold the same state
+  auto state = adam_.state();  // exp_avg.<name>, exp_avg_sq.<name> per parameter, in order
+  for (size_t k = 0; k < trainable_.size(); ++k) {
+    if (!trainable_[k]->owned) continue;
+    for (size_t j = 2 * k; j < 2 * k + 2; ++j) {
+      tensors.emplace_back(state[j].first, state[j].second.to(at::kCPU));
+      placements[state[j].first] = placement_of(trainable_[k]->shard);
+    }
+  }
+}
+
+std::vector<std::pair<std::string, ShardPlacement>> ReplicatedAdamW::wanted_state() const {
+  std::vector<std::pair<std::string, ShardPlacement>> want;
+  for (const auto* p : trainable_)
+    for (const char* kind : {"exp_avg.", "exp_avg_sq."}) want.emplace_back(kind + p->name, placement_of(p->shard));
+  return want;
+}
+
+double clip_global_grad_norm(const Optimizer& optimizer, double clip) {
+  std::vector<at::Tensor> counted, all;
+  optimizer.grads(counted, all);
+  double sumsq = grad_sumsq(counted);
+  if (const Group* g = optimizer.norm_group(); g && g->size() > 1) {
+    auto v = at::tensor({sumsq}, at::kDouble);
+    all_reduce(*g, v);
+    sumsq = v.item<double>();
+  }
+  const double norm = std::sqrt(sumsq);
+  clip_grads(all, norm, clip);
+  return norm;
 }
 
 }  // namespace weft

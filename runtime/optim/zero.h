@@ -13,6 +13,8 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,43 +26,49 @@
 
 namespace weft {
 
-class ShardedAdamW {
+class ShardedAdamW : public Optimizer {
  public:
   // One GradBuckets per model chunk (each reduce-scattering over `dp`), with the indices into
-  // `params` of the parameters it was given, in its order.
+  // `params` of the parameters it was given, in its order (trainable ones only). `params` and
+  // the buckets must outlive it. `world` sums the grad norm (every rank holds distinct elements).
   using Chunk = std::pair<const GradBuckets*, std::vector<size_t>>;
-  ShardedAdamW(std::vector<Chunk> chunks, std::vector<std::pair<std::string, at::Tensor>> params,
-               const std::vector<bool>& decay, const Group& dp, const OptimConfig& cfg);
+  ShardedAdamW(std::vector<Chunk> chunks, const ParamList& params, const Group& dp, const Group& world,
+               const OptimConfig& cfg);
 
   struct Segment {
     size_t param;              // index into params
     int64_t begin, end;        // flat elements of the parameter
     size_t chunk;
     int64_t bucket, shard_offset;  // where they sit in this rank's shard of that bucket
-    at::Tensor master, grad;   // (end - begin) views into this rank's shards
+    at::Tensor master;         // (end - begin) view into this rank's fp32 master shard
   };
   const std::vector<Segment>& segments() const { return segments_; }
-  const std::vector<std::pair<std::string, at::Tensor>>& params() const { return params_; }
 
-  // This rank's averaged gradient elements (after GradBuckets::finish()), per segment.
-  std::vector<at::Tensor> grads() const;
+  // This rank's averaged gradient elements of every segment (after GradBuckets::finish()).
+  void grads(std::vector<at::Tensor>& counted, std::vector<at::Tensor>& all) const override;
+  const Group* norm_group() const override { return &world_; }
   // Updates the master shard with learning rate `lr`, then all-gathers every bucket's
   // parameters over dp into the model.
-  void step(double lr);
-
-  // exp_avg.<name> / exp_avg_sq.<name> of each segment (flat), for checkpoints.
-  std::vector<std::pair<std::string, at::Tensor>> state() const;
-  void load_state(const std::vector<std::pair<std::string, at::Tensor>>& state, int64_t steps);
+  void step(double lr) override;
+  // exp_avg.<name> / exp_avg_sq.<name> of each owned segment, flat, with its range of the piece.
+  void save_state(int64_t dp_rank, NamedTensors& tensors,
+                  std::map<std::string, ShardPlacement>& placements) const override;
+  std::vector<std::pair<std::string, ShardPlacement>> wanted_state() const override;
+  void load_state(const NamedTensors& state, int64_t steps) override { adam_->load_state(state, steps); }
   // Re-reads the master shard from the parameters (after they were loaded from a checkpoint).
-  void reload_master();
+  void reload_params() override;
 
  private:
+  ShardPlacement segment_placement(const Segment& s) const;
+  at::Tensor segment_grad(const Segment& s) const;
+
   std::vector<Chunk> chunks_;
-  std::vector<std::pair<std::string, at::Tensor>> params_;
+  const ParamList& params_;
   const Group& dp_;
+  const Group& world_;
   std::vector<std::vector<at::Tensor>> master_;  // per chunk, per bucket: (padded / dp) fp32
   std::vector<Segment> segments_;
-  std::unique_ptr<AdamW> adam_;     // over the segments' master views
+  std::unique_ptr<AdamW> adam_;  // over the segments' master views
 };
 
 }  // namespace weft

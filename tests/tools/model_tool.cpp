@@ -28,7 +28,7 @@ int logits(const std::string& ckpt, const std::string& in, const std::string& ou
   auto tokens = SafetensorsReader(in).get("tokens").to(at::kLong);  // (B, T+1)
   const int64_t T = tokens.size(1) - 1;
   auto lg = model->forward(tokens.narrow(1, 0, T)).contiguous();   // (B, T, V)
-  auto loss = model->loss(tokens);
+  auto loss = model->loss(tokens.narrow(1, 0, T), tokens.narrow(1, 1, T));
   write_safetensors(out, {{"logits", lg}, {"loss", loss}});
   return 0;
 }

@@ -84,6 +84,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--baseline-build", help="another build of weft (e.g. an older commit) timed in the same run")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="weft_bench_")
     text = make_text(os.path.join(work, "corpus.txt"), documents=3000, seed=1)
@@ -103,11 +104,16 @@ def main():
           f" (first {args.warmup} steps of each run discarded)")
     results = {}
     for precision in args.precisions.split(","):
-        w, t = [], []
-        for r in range(args.repeats):  # interleaved so drift hits both sides alike
+        w, t, b = [], [], []
+        for r in range(args.repeats):  # interleaved so drift hits every side alike
             w += weft_run(args.build, work, prefix, precision, args.steps, args.threads, r)[args.warmup:]
             t += torch_run(prefix, precision, args.steps, args.threads)[args.warmup:]
+            if args.baseline_build:
+                b += weft_run(args.baseline_build, work, prefix, precision, args.steps, args.threads, f"base{r}")[args.warmup:]
         wm, tm = statistics.median(w), statistics.median(t)
+        if b:
+            bm = statistics.median(b)
+            print(f"{precision}: weft {wm:,.0f} tok/s | baseline build {bm:,.0f} tok/s | ratio {wm / bm:.2f}x")
         peak = peaks[f"matmul_peak_{precision}_flops"]
         results[precision] = (wm, tm)
         print(f"{precision}: weft {wm:,.0f} tok/s | pytorch eager {tm:,.0f} tok/s | ratio {wm / tm:.2f}x"

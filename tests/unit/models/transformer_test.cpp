@@ -96,5 +96,81 @@ TEST(Transformer, NoDecayCoversNormsAndBiases) {
   EXPECT_FALSE(is_no_decay_parameter("embed.weight"));
 }
 
+// A fixed extra weight D on a projection: adapter(x) = x D^T, so wrapping W behaves as W + D.
+class ExtraWeight : public ProjectionAdapter {
+ public:
+  explicit ExtraWeight(at::Tensor d) : d_(register_parameter("delta", std::move(d))) {}
+  at::Tensor forward(const at::Tensor& x) override { return at::linear(x, d_); }
+
+ private:
+  at::Tensor d_;
+};
+
+TEST(Transformer, AdapterWrapsEveryProjectionKindWithoutModelChanges) {
+  // q_proj and gate_proj are parts of fused GEMMs (q/k/v, gate/up); o_proj and down_proj are
+  // row-parallel; up_proj of GPT-2 has a bias. Wrapping any of them must equal adding the delta
+  // to its weight.
+  const std::pair<const char*, std::vector<const char*>> cases[] = {
+      {"llama", {"attn.q_proj", "attn.v_proj", "attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}},
+      {"gpt2", {"attn.k_proj", "mlp.up_proj", "mlp.down_proj"}}};
+  for (const auto& [fam, projections] : cases) {
+    for (const auto* proj : projections) {
+      Transformer wrapped(tiny(fam), at::kFloat), merged(tiny(fam), at::kFloat);
+      wrapped->init_weights(5);
+      merged->init_weights(5);
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+      const std::string name = std::string("layers.1.") + proj;
+      Linear target{nullptr};
+      for (const auto& item : wrapped->named_modules())
+        if (item.key() == name) target = Linear(std::dynamic_pointer_cast<LinearImpl>(item.value()));
+      ASSERT_TRUE(target) << name;
+      auto delta = at::randn(target->weight.sizes(), gen) * 0.1;
+      target->set_adapter(std::make_shared<ExtraWeight>(delta));
+      {
+        at::NoGradGuard g;
+        merged->named_parameters()[name + ".weight"].add_(delta);
+      }
+      EXPECT_TRUE(wrapped->named_parameters().contains(name + ".adapter.delta")) << name;
+      at::NoGradGuard g;
+      auto x = at::randint(0, 50, {2, 10}, gen, at::kLong);
+      auto a = wrapped->forward(x), b = merged->forward(x);
+      EXPECT_TRUE(at::allclose(a, b, 1e-5, 1e-5)) << fam << " " << name << ": "
+                                                  << (a - b).abs().max().item<double>();
+    }
+  }
+}
+
+TEST(Transformer, ProjectionsKnowTheirTensorParallelSplit) {
+  Transformer m(tiny("llama"), at::kFloat);
+  auto mods = m->named_modules();
+  auto split = [&](const std::string& n) { return mods[n]->as<LinearImpl>()->split; };
+  EXPECT_EQ(split("layers.0.attn.q_proj"), tp::Split::kColumn);
+  EXPECT_EQ(split("layers.0.attn.k_proj"), tp::Split::kHeads);
+  EXPECT_EQ(split("layers.0.attn.o_proj"), tp::Split::kRow);
+  EXPECT_EQ(split("layers.0.mlp.gate_proj"), tp::Split::kColumn);
+  EXPECT_EQ(split("layers.0.mlp.down_proj"), tp::Split::kRow);
+}
+
+TEST(Transformer, LossCountsOnlyLabelsThatAreNotIgnored) {
+  // Reference: the mean of -log softmax at the counted labels, computed from forward()'s logits.
+  Transformer m(tiny("llama"), at::kFloat);
+  m->init_weights(2);
+  at::NoGradGuard g;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  auto x = at::randint(0, 50, {2, 8}, gen, at::kLong), labels = at::randint(0, 50, {2, 8}, gen, at::kLong);
+  labels.index_put_({0, at::indexing::Slice(0, 5)}, kIgnoreIndex);
+  labels.index_put_({1, 7}, kIgnoreIndex);
+  auto logp = at::log_softmax(m->forward(x), -1);
+  double sum = 0;
+  int n = 0;
+  for (int b = 0; b < 2; ++b)
+    for (int t = 0; t < 8; ++t)
+      if (labels[b][t].item<int64_t>() != kIgnoreIndex) sum -= logp[b][t][labels[b][t].item<int64_t>()].item<double>(), ++n;
+  EXPECT_EQ(n, 10);
+  EXPECT_NEAR(m->loss(x, labels).item<double>(), sum / n, 1e-5);
+  auto none = at::full({2, 8}, kIgnoreIndex, at::kLong);
+  EXPECT_EQ(m->loss(x, none).item<double>(), 0.0);  // nothing counted: 0, not NaN
+}
+
 }  // namespace
 }  // namespace weft

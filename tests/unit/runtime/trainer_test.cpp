@@ -1,0 +1,154 @@
+// The Trainer as a service holds it: failures show in status(), callbacks can be registered while
+// it runs; frozen parameters stay bit-identical and hold no optimizer state.
+#include "runtime/trainer.h"
+
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/data/indexed_dataset.h"
+#include "runtime/job.h"
+#include "tests/unit/test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace weft {
+namespace {
+
+// A tiny Llama job over a random-token dataset in a fresh directory.
+Config tiny_job(const std::string& name) {
+  const auto dir = fs::temp_directory_path() / ("weft_trainer_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    IndexedDatasetWriter w((dir / "data").string(), 4);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+    for (int d = 0; d < 16; ++d) {
+      auto t = at::randint(0, 64, {80}, gen, at::kLong);
+      w.add_document(std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel()));
+    }
+    w.finalize();
+  }
+  Config c;
+  c.model.family = "llama";
+  c.model.vocab_size = 64;
+  c.model.hidden_size = 32;
+  c.model.num_layers = 2;
+  c.model.num_heads = 4;
+  c.model.num_kv_heads = 2;
+  c.model.ffn_hidden_size = 64;
+  c.model.max_seq_len = 16;
+  c.train.steps = 5;
+  c.train.global_batch_size = 4;
+  c.train.micro_batch_size = 2;
+  c.train.seq_len = 16;
+  c.data.prefix = (dir / "data").string();
+  c.data.split = "100,0";
+  c.run.dir = (dir / "run").string();
+  c.run.tensorboard = false;
+  c.run.peak_tflops = 1;
+  return c;
+}
+
+TrainerOptions quiet() {
+  TrainerOptions o;
+  o.console = false;
+  return o;
+}
+
+TEST(Trainer, StatusReportsFailureWithTheMessage) {
+  Config c = tiny_job("fail");
+  const auto blocker = fs::path(c.run.dir).parent_path() / "not_a_dir";
+  std::ofstream(blocker) << "a file where the checkpoint directory should be";
+  c.checkpoint.dir = (blocker / "ckpt").string();
+  Trainer t(c, quiet());
+  const auto message = testing::error_of([&] { t.run(); });
+  ASSERT_NE(message, "");
+  const auto st = t.status();
+  EXPECT_TRUE(st.failed);
+  EXPECT_FALSE(st.running);
+  EXPECT_FALSE(st.finished);
+  EXPECT_EQ(st.error, message);
+  EXPECT_NE(st.error.find("not_a_dir"), std::string::npos) << st.error;
+}
+
+TEST(Trainer, CallbackRegisteredWhileRunningIsCalledFromTheNextStep) {
+  Config c = tiny_job("callbacks");
+  Trainer t(c, quiet());
+  std::atomic<int> first{0}, late{0};
+  std::atomic<int64_t> late_first_step{-1};
+  std::thread::id callback_thread;
+  t.on_step([&](const StepMetrics& m) {
+    callback_thread = std::this_thread::get_id();
+    if (++first == 2)  // registered from inside run(), between steps
+      t.on_step([&](const StepMetrics& m2) {
+        if (late++ == 0) late_first_step = m2.step;
+      });
+  });
+  std::thread runner([&] { t.run(); });
+  const auto runner_id = runner.get_id();
+  runner.join();
+  EXPECT_EQ(first.load(), 5);
+  EXPECT_EQ(late.load(), 3);
+  EXPECT_EQ(late_first_step.load(), 3);
+  EXPECT_EQ(callback_thread, runner_id);  // callbacks run on the thread that runs run()
+  EXPECT_TRUE(t.status().finished);
+}
+
+TEST(Trainer, FrozenParametersStayBitIdenticalAndHoldNoOptimizerState) {
+  Config c = tiny_job("freeze");
+  c.train.freeze = {"layers.0.mlp.*", "embed.weight"};
+  Trainer t(c, quiet());
+  t.run();
+  auto init = build_model(c.model, at::kCPU, c.train.seed);
+  auto saved = load_checkpoint(*find_latest_checkpoint(c.checkpoint_dir()), true);
+  ASSERT_EQ(saved.step, 5);
+  int frozen = 0, trained = 0;
+  for (const auto& [name, tensor] : saved.model) {
+    const bool is_frozen = name == "embed.weight" || name.rfind("layers.0.mlp.", 0) == 0;
+    const auto& before = init->named_parameters()[name];
+    if (is_frozen) {
+      ++frozen;
+      EXPECT_TRUE(at::equal(tensor, before)) << name << " changed while frozen";
+    } else {
+      ++trained;
+      EXPECT_FALSE(at::equal(tensor, before)) << name << " did not train";
+    }
+    bool has_state = false;
+    for (const auto& [state_name, state] : saved.optimizer)
+      has_state = has_state || state_name == "exp_avg." + name || state_name == "exp_avg_sq." + name;
+    EXPECT_EQ(has_state, !is_frozen) << name;
+  }
+  EXPECT_EQ(frozen, 4);  // embedding, gate/up/down of layer 0
+  EXPECT_GT(trained, 0);
+}
+
+TEST(Trainer, FreezePatternThatMatchesNothingIsAnError) {
+  Config c = tiny_job("freeze_typo");
+  c.train.freeze = {"layers.0.mpl.*"};
+  const auto message = testing::error_of([&] { Trainer t(c, quiet()); });
+  EXPECT_NE(message.find("train.freeze"), std::string::npos) << message;
+  EXPECT_NE(message.find("layers.0.mpl.*"), std::string::npos) << message;
+}
+
+TEST(EvalWindows, EachWindowCountsOnce) {
+  // 3 windows in micro-batches of 2: batches (0, 2) and (2, 1), however many are asked for.
+  EXPECT_EQ(eval_batch_count(4, 2, 3), 2);
+  EXPECT_EQ(eval_batch_count(0, 2, 3), 2);
+  EXPECT_EQ(eval_batch_count(1, 2, 3), 1);
+  using Window = std::pair<int64_t, int64_t>;
+  EXPECT_EQ(eval_window(0, 2, 3), Window(0, 2));
+  EXPECT_EQ(eval_window(1, 2, 3), Window(2, 1));
+  EXPECT_NE(testing::error_of([] { eval_window(2, 2, 3); }), "");
+}
+
+}  // namespace
+}  // namespace weft
