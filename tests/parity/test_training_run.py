@@ -14,6 +14,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,6 +180,20 @@ def parity(cfg, work):
 
 STEP_FIELDS = {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "mfu", "step_ms", "consumed_samples",
                "peak_rss_mb"}
+
+
+def progress_lines(name, stdout, run_dir):
+    """The console's progress line per step carries the step's metrics.jsonl values."""
+    pat = re.compile(r"^step (\d+)/(\d+) \| loss ([0-9.]+) \| lr ([0-9.e+-]+) \| grad_norm ([0-9.]+) \| "
+                     r"(\d+) tok/s \| MFU ([0-9.]+)% \| ETA \d+m\d\ds$")
+    lines = {int(m.group(1)): m for m in map(pat.match, stdout.splitlines()) if m}
+    recs = step_records(run_dir)
+    ok = sorted(lines) == [r["step"] for r in recs] and all(
+        lines[r["step"]].group(3) == f"{r['loss']:.4f}" and lines[r["step"]].group(4) == f"{r['lr']:.3e}" and
+        lines[r["step"]].group(5) == f"{r['grad_norm']:.3f}" and lines[r["step"]].group(6) == f"{r['tokens_per_sec']:.0f}"
+        and lines[r["step"]].group(7) == f"{100 * r['mfu']:.1f}" for r in recs)
+    check(ok, f"{name}: one progress line per step with step, loss, lr, grad norm, tokens/s, MFU and ETA "
+              f"matching metrics.jsonl ({stdout.splitlines()[:1]})")
 
 
 def run_dir_contract(name, cfg, run_dir):
@@ -352,8 +367,9 @@ def main():
     for cfg in ("llama-tiny.yaml", "gpt2-tiny.yaml"):
         name = cfg.split(".")[0]
         straight = os.path.join(work, name + "_straight")
-        train(cfg, straight, f"train.steps={STEPS}", "train.eval_interval=6")
+        p = train(cfg, straight, f"train.steps={STEPS}", "train.eval_interval=6")
         run_dir_contract(name, cfg, straight)
+        progress_lines(name, p.stdout, straight)
         losses = straights[cfg] = step_losses(straight)
 
         resumed = os.path.join(work, name + "_resumed")
@@ -387,6 +403,16 @@ def main():
     check(sorted(t) == [1, 2] and rel(t[1], first) < 1e-5 and len(events) == 1,
           f"fine-tune from a checkpoint starts at step 1 with the checkpoint's loss on the first batch "
           f"({t[1]:.6f} vs transformers {first:.6f})")
+
+    # Re-running the fine-tuning command once its checkpoint.dir holds a checkpoint resumes it
+    # (init_from only applies to a fresh checkpoint.dir).
+    train("llama-tiny.yaml", tuned, "train.steps=3", "checkpoint.init_from=" + done)
+    recs = read_metrics(tuned)
+    at = [i for i, r in enumerate(recs) if r.get("event") == "resume"]
+    after = [r["step"] for r in recs[at[0] + 1:] if "event" not in r] if at else []
+    check(len(at) == 1 and recs[at[0]]["step"] == 2 and after == [3] and
+          len([r for r in recs if r.get("event") == "init_from"]) == 1,
+          f"re-running the fine-tuning command resumes it at step 2 instead of re-initialising ({after})")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         interrupted(sig, work, straights["llama-tiny.yaml"])
