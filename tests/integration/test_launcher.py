@@ -133,7 +133,7 @@ def test_prefix_and_primary():
     if not ok:
         run.dump()
     check(ok, f"4 workers rendezvous and all_reduce; every stdout line prefixed by rank; only the "
-              f"primary prints the result ({secs:.1f}s)")
+              f"primary prints the result")
     run = Launch(2, hook="no-such-behaviour")
     code, _ = run.finish()
     errs = [l for l in run.err if "error:" in l]
@@ -146,15 +146,17 @@ def test_prefix_and_primary():
 def test_worker_killed():
     run = Launch(4, hook="sleep", sets=["parallel.pp=2"])
     pids = ready_pids(run, 4)
-    t0 = time.monotonic()
     os.kill(pids[1], signal.SIGKILL)
     code, _ = run.finish(timeout=30)
-    secs = time.monotonic() - t0
     said = any("rank 1" in l and "killed by signal 9" in l for l in run.err)
-    if not (code == 128 + 9 and said and secs < 10):
+    # The others are stopped by the launcher (SIGTERM), not by noticing the dead peer themselves.
+    stopped = {int(m.group(1)) for m in (re.match(r"^\[rank (\d)\] worker pid \d+ got signal 15$", l)
+                                         for l in run.out) if m}
+    ok = code == 128 + 9 and said and stopped == {0, 2, 3}
+    if not ok:
         run.dump()
-    check(code == 128 + 9 and said and secs < 10,
-          f"a worker killed with SIGKILL: launcher exits {code} (128+9) in {secs:.1f}s, naming the rank")
+    check(ok, f"a worker killed with SIGKILL: launcher exits {code} (128+9) naming the rank; the others "
+              f"got SIGTERM {sorted(stopped)}")
     left = run.survivors()
     check(not left, f"  and no worker is left {left}")
 
@@ -167,7 +169,7 @@ def test_exit_code_propagates():
     ok = code == 7 and said and stopped == 3
     if not ok:
         run.dump()
-    check(ok, f"rank 2 exits 7: the launcher exits {code}, the 3 others got SIGTERM ({stopped}) ({secs:.1f}s)")
+    check(ok, f"rank 2 exits 7: the launcher exits {code}, the 3 others got SIGTERM ({stopped})")
     check(not run.survivors(), "  and no worker is left")
 
 

@@ -1,8 +1,13 @@
 """Parity with Hugging Face transformers: random-weight Llama (grouped-query attention, rope
 theta 50000) and GPT-2 models built by transformers, converted by `weft convert`, give
 transformers' logits and loss within 1e-4 relative in fp32; the reverse conversion gives back
-the same tensors; `weft eval` and `weft generate` run on the converted checkpoints."""
+the same tensors. On the converted checkpoints `weft eval` prints transformers' mean loss over
+the dataset's windows (1e-5 relative), greedy `weft generate` emits exactly the tokens of
+transformers' `generate(do_sample=False)`, and sampling (--temperature/--top-k/--seed) is
+reproducible per seed, differs across seeds, only draws from the top k of transformers' logits,
+and with --top-k 1 equals greedy."""
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pyutil"))
@@ -10,7 +15,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
-from weft_test import MODEL_TOOL, check, make_dataset, run, tmpdir, weft  # noqa: E402
+from weft_test import MODEL_TOOL, WEFT, check, make_dataset, run, tmpdir, weft  # noqa: E402
 
 
 def llama():
@@ -74,17 +79,88 @@ def compare(name, model, work):
     return ckpt
 
 
+PROMPT = "The fox"
+EOS = 256  # the byte tokenizer's end-of-document id
+
+
+def generate_ids(ckpt, *flags, new_tokens=20):
+    """Token ids `weft generate` emits after the prompt. The byte tokenizer prints token t < 256
+    as the byte t and nothing for end-of-document (where generation stops), so stdout's bytes
+    after the prompt, less the final newline, are the ids."""
+    p = subprocess.run([WEFT, "generate", "--checkpoint", ckpt, "--prompt", PROMPT, "--max-new-tokens",
+                        str(new_tokens), "--tokenizer", "byte", *flags], capture_output=True)
+    if p.returncode != 0:
+        raise SystemExit(f"FAIL: weft generate {flags}: {p.stderr.decode(errors='replace')}")
+    out = p.stdout
+    if not (out.startswith(PROMPT.encode()) and out.endswith(b"\n")):
+        check(False, f"generate prints the prompt, then the tokens, then a newline: {out!r}")
+    return list(out[len(PROMPT):-1])
+
+
+def hf_greedy(model, new_tokens=20):
+    ids = torch.tensor([list(PROMPT.encode())])
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=new_tokens, do_sample=False, eos_token_id=EOS, pad_token_id=EOS,
+                             attention_mask=torch.ones_like(ids))
+    gen = out[0, ids.size(1):].tolist()
+    return gen[:gen.index(EOS)] if EOS in gen else gen, EOS in gen
+
+
+def top_k_sets(model, ids, k):
+    """For each generated position, the ids among transformers' k largest logits given the
+    prompt and the tokens before it."""
+    seq = torch.tensor([list(PROMPT.encode()) + ids])
+    with torch.no_grad():
+        logits = model(input_ids=seq).logits[0]
+    start = len(PROMPT)
+    return [set(logits[start - 1 + i].topk(k).indices.tolist()) for i in range(len(ids))]
+
+
+def hf_windows_loss(model, text_path, seq_len):
+    """transformers' mean next-token loss over the dataset's consecutive windows of seq_len + 1
+    tokens (every document's UTF-8 bytes followed by end-of-document), all of them."""
+    with open(text_path, encoding="utf-8") as f:
+        docs = [d.strip() for d in f.read().split("\n\n") if d.strip()]
+    stream = [t for d in docs for t in list(d.encode()) + [EOS]]
+    n = (len(stream) - 1) // seq_len
+    windows = torch.tensor([stream[k * seq_len:k * seq_len + seq_len + 1] for k in range(n)])
+    with torch.no_grad():
+        logits = model(input_ids=windows[:, :-1]).logits
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), windows[:, 1:].reshape(-1)).item()
+
+
 def main():
     work = tmpdir("hf")
-    ckpts = {n: compare(n, m(), work) for n, m in (("llama", llama), ("llama31", llama31_scaled), ("gpt2", gpt2))}
+    models = {n: m() for n, m in (("llama", llama), ("llama31", llama31_scaled), ("gpt2", gpt2))}
+    ckpts = {n: compare(n, m, work) for n, m in models.items()}
     prefix = make_dataset(work, documents=20)
     for name, ckpt in ckpts.items():
+        model = models[name]
         p = weft("eval", "--checkpoint", ckpt, "--data", prefix, "--set", "train.seq_len=64")
         lines = [l for l in p.stdout.splitlines() if l.startswith("eval_loss=")]
-        check(len(lines) == 1 and float(lines[0].split("=")[1]) > 0, f"{name}: weft eval prints {lines}")
-        g = weft("generate", "--checkpoint", ckpt, "--prompt", "The fox", "--max-new-tokens", "8",
-                 "--tokenizer", "byte")
-        check(g.stdout.startswith("The fox"), f"{name}: weft generate continues the prompt")
+        ref = hf_windows_loss(model, os.path.join(work, "corpus.txt"), 64)
+        got = float(lines[0].split("=")[1]) if len(lines) == 1 else float("nan")
+        check(abs(got - ref) / ref < 1e-5, f"{name}: weft eval {lines} equals transformers' {ref:.6f}")
+
+        want, stopped = hf_greedy(model)
+        got = generate_ids(ckpt)
+        check(got == want, f"{name}: greedy generate emits transformers' tokens {want}"
+                           f"{' then end-of-document' if stopped else ''} (weft: {got})")
+        check(generate_ids(ckpt, "--temperature", "0.7", "--top-k", "1", "--seed", "5") == got,
+              f"{name}: --top-k 1 samples the greedy tokens")
+        a = generate_ids(ckpt, "--temperature", "1.5", "--top-k", "40", "--seed", "1")
+        b = generate_ids(ckpt, "--temperature", "1.5", "--top-k", "40", "--seed", "1")
+        c = generate_ids(ckpt, "--temperature", "1.5", "--top-k", "40", "--seed", "2")
+        check(a == b and a != c, f"{name}: same --seed, same tokens; another seed, other tokens ({a[:6]} / {c[:6]})")
+        for ids, seed in ((a, 1), (c, 2)):
+            allowed = top_k_sets(model, ids, 40)
+            outside = [i for i, t in enumerate(ids) if t not in allowed[i]]
+            check(not outside, f"{name}: seed {seed}: every sampled token is among transformers' top 40 "
+                               f"({len(ids)} tokens; outside at {outside})")
+        wide = generate_ids(ckpt, "--temperature", "1.5", "--seed", "1", new_tokens=40)
+        narrow = top_k_sets(model, wide, 3)
+        check(any(t not in narrow[i] for i, t in enumerate(wide)),
+              f"{name}: without --top-k, sampling at temperature 1.5 also draws beyond the top 3")
     bad = os.path.join(work, "bad_hf")
     os.makedirs(bad)
     with open(os.path.join(bad, "config.json"), "w") as f:

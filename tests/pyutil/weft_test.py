@@ -12,10 +12,11 @@ WEFT = os.path.join(BUILD, "weft")
 MODEL_TOOL = os.path.join(BUILD, "tests", "weft_model_tool")
 
 
-def run(args, check=True, env=None, timeout=600):
+def run(args, check=True, env=None, timeout=600, cwd=None):
     """Runs a command, returns CompletedProcess; on unexpected failure prints its output."""
     full_env = dict(os.environ, **(env or {}))
-    p = subprocess.run(args, capture_output=True, text=True, errors="replace", env=full_env, timeout=timeout)
+    p = subprocess.run(args, capture_output=True, text=True, errors="replace", env=full_env, timeout=timeout,
+                       cwd=cwd)
     if check and p.returncode != 0:
         sys.stderr.write(f"command failed ({p.returncode}): {' '.join(args)}\n{p.stdout}\n{p.stderr}\n")
         raise SystemExit(1)

@@ -7,7 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "core/config.h"
 #include "core/error.h"
+#include "runtime/data/gpt_dataset.h"
+#include "runtime/job.h"
 #include "runtime/data/indexed_dataset.h"
 #include "runtime/data/preprocess.h"
 #include "runtime/data/tokenizer.h"
@@ -22,7 +25,10 @@ const char* kUsage =
     "  encode SPEC               stdin text -> space-separated ids\n"
     "  decode SPEC               stdin ids -> text on stdout\n"
     "  encode-batch SPEC         stdin JSON list of strings -> JSON list of id lists\n"
-    "  decode-batch SPEC         stdin JSON list of id lists -> JSON list of strings\n";
+    "  decode-batch SPEC         stdin JSON list of id lists -> JSON list of strings\n"
+    "  samples CONFIG FIRST COUNT [KEY=VALUE]...\n"
+    "                            JSON list of the training samples FIRST.. of the job's train\n"
+    "                            split, in the order the trainer takes them (seq_len + 1 ids)\n";
 
 std::string read_stdin() {
   std::ios::sync_with_stdio(false);
@@ -66,6 +72,24 @@ int write(const std::string& prefix, int code) {
   return 0;
 }
 
+// The samples the trainer reads for global indices [first, first + count): with one DP rank,
+// step s takes [s * global_batch_size, (s + 1) * global_batch_size) in micro-batch order.
+int samples(const std::vector<std::string>& args) {
+  weft::Config cfg = weft::load_config(args[1]);
+  for (size_t i = 4; i < args.size(); ++i) weft::apply_override(cfg, args[i]);
+  cfg.validate();
+  auto data = weft::open_dataset(cfg, weft::DataSplit::kTrain);
+  const int64_t first = std::stoll(args[2]), count = std::stoll(args[3]);
+  nlohmann::json out = nlohmann::json::array();
+  std::vector<int64_t> tokens(static_cast<size_t>(data->seq_len() + 1));
+  for (int64_t i = first; i < first + count; ++i) {
+    data->get(i, tokens.data());
+    out.push_back(tokens);
+  }
+  std::cout << out.dump() << '\n';
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -73,6 +97,7 @@ int main(int argc, char** argv) {
   try {
     if (args.size() == 2 && args[0] == "dump") return dump(args[1]);
     if (args.size() == 3 && args[0] == "write") return write(args[1], std::stoi(args[2]));
+    if (args.size() >= 4 && args[0] == "samples") return samples(args);
     if (args.size() == 2 && args[0] == "encode") {
       print_ids(weft::make_tokenizer(args[1])->encode(read_stdin()));
       return 0;
