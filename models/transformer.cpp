@@ -171,7 +171,9 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, const at::TensorOptions
              cfg.num_layers, " layers of the model");
   WEFT_CHECK(shard_.tp >= 1 && shard_.tp_rank >= 0 && shard_.tp_rank < shard_.tp, "model shard: tp rank ",
              shard_.tp_rank, " outside tp(", shard_.tp, ")");
-  const int64_t V = tp::split_size(cfg.vocab_size, shard_.tp, "model.vocab_size");
+  // Embedding and head rows: the padded vocabulary (layout-independent), split over TP.
+  const int64_t V = tp::split_size(cfg.padded_vocab_size(), shard_.tp,
+                                   "the vocabulary padded by model.make_vocab_size_divisible_by");
   const int64_t C = cfg.hidden_size;
   if (shard_.embedding || holds_tied_copy())
     embed = register_module("embed", Weight(std::vector<int64_t>{V, C}, opts));
@@ -258,11 +260,19 @@ at::Tensor TransformerImpl::embed_tokens(const at::Tensor& tokens) {
 
 at::Tensor TransformerImpl::head_loss(const at::Tensor& x, const at::Tensor& labels) {
   auto h = region_.enter(final_norm(x));           // (B, T, C)
-  auto logits = at::linear(h, lm_head_weight());   // (B, T, V/tp)
-  auto flat = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
+  // One device: only the real vocabulary's rows, so padded ids are outside the softmax (and
+  // their rows get no gradient). TP: the loss masks the padding wherever it falls.
+  auto logits = at::linear(h, region_.group ? lm_head_weight() : real_vocab_rows(lm_head_weight()));
+  auto flat = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);  // (B T, V) or (B T, V_padded/tp)
   if (!region_.group) return at::cross_entropy_loss(flat, labels.reshape({-1}));
   const int64_t vocab_start = shard_of(cfg_.tie_embeddings ? "embed.weight" : "lm_head.weight").start;
-  return tp::vocab_parallel_cross_entropy(flat, labels.reshape({-1}), vocab_start, *region_.group).mean();
+  return tp::vocab_parallel_cross_entropy(flat, labels.reshape({-1}), vocab_start, *region_.group,
+                                          cfg_.vocab_size)
+      .mean();
+}
+
+at::Tensor TransformerImpl::real_vocab_rows(const at::Tensor& w) const {
+  return w.size(0) > cfg_.vocab_size ? w.narrow(0, 0, cfg_.vocab_size) : w;
 }
 
 at::Tensor TransformerImpl::forward_stage(const at::Tensor& input, const at::Tensor& labels) {
@@ -281,7 +291,7 @@ at::Tensor TransformerImpl::forward(const at::Tensor& tokens) {
   at::Tensor cos, sin;
   if (!is_gpt2(cfg_)) std::tie(cos, sin) = rope(tokens.size(1), tokens.device());
   for (auto& layer : layers) x = layer(x, cos, sin);
-  return at::linear(final_norm(x), lm_head_weight());  // (B, T, V)
+  return at::linear(final_norm(x), real_vocab_rows(lm_head_weight()));  // (B, T, V): no padded ids
 }
 
 at::Tensor TransformerImpl::loss(const at::Tensor& tokens) {
@@ -319,6 +329,11 @@ int64_t count_parameters(const ModelConfig& cfg, const ModelShard& shard) {
   int64_t n = 0;
   for (const auto& p : model->parameters()) n += p.numel();
   return n;
+}
+
+int64_t count_published_parameters(const ModelConfig& cfg) {
+  const int64_t padding_rows = cfg.padded_vocab_size() - cfg.vocab_size;
+  return count_parameters(cfg) - padding_rows * cfg.hidden_size * (cfg.tie_embeddings ? 1 : 2);
 }
 
 bool is_no_decay_parameter(const std::string& name) {

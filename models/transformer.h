@@ -111,7 +111,8 @@ class BlockImpl : public torch::nn::Module {
 TORCH_MODULE(Block);
 
 // Parameter names (stable: checkpoints and the HF converter use them):
-//   embed.weight (V, C); pos_embed.weight (P, C) [gpt2]
+//   embed.weight (V, C); pos_embed.weight (P, C) [gpt2]   (V: padded_vocab_size(), a multiple
+//     of model.make_vocab_size_divisible_by; rows >= vocab_size are padding)
 //   layers.N.attn_norm.{weight,bias*}; layers.N.attn.{q,k,v,o}_proj.{weight,bias*}
 //   layers.N.mlp_norm.{weight,bias*}; layers.N.mlp.{gate*,up,down}_proj.{weight,bias*}
 //   final_norm.{weight,bias*}; lm_head.weight (V, C) unless tied.   (* family-dependent)
@@ -122,7 +123,8 @@ class TransformerImpl : public torch::nn::Module {
   // holds layer 17). Values are unspecified until init_weights() or a checkpoint load.
   TransformerImpl(const ModelConfig& cfg, const at::TensorOptions& opts, const ModelShard& shard = {});
 
-  // tokens (B, T) int64 -> logits (B, T, V) in the compute dtype. Whole model, tp = 1 only.
+  // tokens (B, T) int64 -> logits (B, T, V) in the compute dtype, V = model.vocab_size (padded
+  // ids excluded, so they are never generated). Whole model, tp = 1 only.
   at::Tensor forward(const at::Tensor& tokens);
   // Mean next-token cross-entropy: tokens (B, T+1); predicts tokens[:, 1:] from tokens[:, :-1].
   // Needs the embedding and the head (pp = 1); any tp.
@@ -154,6 +156,8 @@ class TransformerImpl : public torch::nn::Module {
   std::pair<at::Tensor, at::Tensor> rope(int64_t T, const at::Device& device);
   at::Tensor embed_tokens(const at::Tensor& tokens);        // (B, T) -> (B, T, C) or (B, T/tp, C)
   at::Tensor head_loss(const at::Tensor& x, const at::Tensor& labels);  // -> mean loss
+  // A whole (V_padded, C) head's first vocab_size rows (the real ids); itself without padding.
+  at::Tensor real_vocab_rows(const at::Tensor& w) const;
   ModelConfig cfg_;
   ModelShard shard_;
   TpRegion region_;
@@ -164,9 +168,12 @@ TORCH_MODULE(Transformer);
 
 // RoPE inverse frequencies (D/2) as Hugging Face computes them, including Llama-3.1 scaling.
 at::Tensor rope_inv_freq(const ModelConfig& cfg);
-// Exact parameter count of a config (no allocation); with a shard, the parameters that shard
-// holds (replicated ones included).
+// Exact parameter count of a config (no allocation), the padded vocabulary's rows included (what
+// memory holds); with a shard, the parameters that shard holds (replicated ones included).
 int64_t count_parameters(const ModelConfig& cfg, const ModelShard& shard = {});
+// The whole model's count without vocabulary padding: the published figure (e.g. GPT-2 124M's
+// 124,439,808), what Hugging Face counts.
+int64_t count_published_parameters(const ModelConfig& cfg);
 // True for parameters that get no weight decay by default (norm weights and biases).
 bool is_no_decay_parameter(const std::string& name);
 
