@@ -20,6 +20,7 @@ template <typename C, typename F>
 void for_each_field(C& c, F&& f) {
   f("model.family", c.model.family);
   f("model.vocab_size", c.model.vocab_size);
+  f("model.make_vocab_size_divisible_by", c.model.make_vocab_size_divisible_by);
   f("model.hidden_size", c.model.hidden_size);
   f("model.num_layers", c.model.num_layers);
   f("model.num_heads", c.model.num_heads);
@@ -309,6 +310,7 @@ void Config::validate() const {
   WEFT_CHECK(m.family == "llama" || m.family == "gpt2", "config: model.family must be llama or gpt2, got '",
              m.family, "'");
   check_positive(m.vocab_size, "model.vocab_size");
+  check_positive(m.make_vocab_size_divisible_by, "model.make_vocab_size_divisible_by");
   check_positive(m.hidden_size, "model.hidden_size");
   check_positive(m.num_layers, "model.num_layers");
   check_positive(m.num_heads, "model.num_heads");

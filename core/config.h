@@ -22,6 +22,11 @@ struct RopeScalingConfig {
 struct ModelConfig {
   std::string family = "llama";  // llama | gpt2
   int64_t vocab_size = 32000;
+  // Embedding and head rows are padded to a multiple of this (Megatron's
+  // --make-vocab-size-divisible-by) so the vocabulary splits over tensor parallelism; it does not
+  // depend on the layout, so checkpoints reshard between tp sizes. Padded ids are excluded from
+  // the softmax and never generated. 1 = no padding.
+  int64_t make_vocab_size_divisible_by = 1;
   int64_t hidden_size = 4096;
   int64_t num_layers = 32;
   int64_t num_heads = 32;
@@ -36,6 +41,11 @@ struct ModelConfig {
 
   int64_t kv_heads() const { return num_kv_heads > 0 ? num_kv_heads : num_heads; }
   int64_t head_dim() const { return hidden_size / num_heads; }
+  // Rows of the embedding and output head: vocab_size rounded up to make_vocab_size_divisible_by.
+  int64_t padded_vocab_size() const {
+    const int64_t m = make_vocab_size_divisible_by > 0 ? make_vocab_size_divisible_by : 1;
+    return (vocab_size + m - 1) / m * m;
+  }
 };
 
 struct TrainConfig {

@@ -96,12 +96,17 @@ at::Tensor TpRegion::embed(const at::Tensor& tokens, const at::Tensor& weight, i
   return exit(tp::vocab_parallel_embedding_partial(tokens, weight, vocab_start));
 }
 
-at::Tensor TpRegion::cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels,
-                                       int64_t vocab_start) const {
+at::Tensor TpRegion::cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels, int64_t vocab_start,
+                                       int64_t vocab_size) const {
   if (!group)
     return at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum, kIgnoreIndex);
-  auto per_token = tp::vocab_parallel_cross_entropy(logits, labels, vocab_start, *group);  // (N)
+  auto per_token = tp::vocab_parallel_cross_entropy(logits, labels, vocab_start, *group, vocab_size);  // (N)
   return per_token.masked_fill(labels.eq(kIgnoreIndex), 0.0).sum();
+}
+
+at::Tensor TpRegion::head_logits(const at::Tensor& h, const at::Tensor& weight, int64_t vocab_size) const {
+  if (!group && weight.size(0) > vocab_size) return at::linear(h, weight.narrow(0, 0, vocab_size));
+  return at::linear(h, weight);
 }
 
 int64_t TpRegion::full_length(int64_t local_T) const {
@@ -217,7 +222,9 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, const at::TensorOptions
              cfg.num_layers, " layers of the model");
   WEFT_CHECK(shard_.tp >= 1 && shard_.tp_rank >= 0 && shard_.tp_rank < shard_.tp, "model shard: tp rank ",
              shard_.tp_rank, " outside tp(", shard_.tp, ")");
-  const int64_t V = tp::split_size(cfg.vocab_size, shard_.tp, "model.vocab_size");
+  // Embedding and head rows: the padded vocabulary (layout-independent), split over TP.
+  const int64_t V = tp::split_size(cfg.padded_vocab_size(), shard_.tp,
+                                   "the vocabulary padded by model.make_vocab_size_divisible_by");
   const int64_t C = cfg.hidden_size;
   if (shard_.embedding || holds_tied_copy())
     embed = register_module("embed", Weight(std::vector<int64_t>{V, C}, opts));
@@ -302,13 +309,19 @@ at::Tensor TransformerImpl::embed_tokens(const at::Tensor& tokens) {
 
 at::Tensor TransformerImpl::head_loss(const at::Tensor& x, const at::Tensor& labels) {
   auto h = region_.enter(final_norm(x));           // (B, T, C)
-  auto logits = at::linear(h, lm_head_weight());   // (B, T, V/tp)
+  // One device: only the real vocabulary's rows, so padded ids are outside the softmax (and
+  // their rows get no gradient). TP: the loss masks the padding wherever it falls.
+  auto logits = region_.head_logits(h, lm_head_weight(), cfg_.vocab_size);  // (B, T, V) or (B, T, V_padded/tp)
   auto flat = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
   const int64_t vocab_start = shard_of(cfg_.tie_embeddings ? "embed.weight" : "lm_head.weight").start;
   const auto flat_labels = labels.reshape({-1});
   // Mean over counted labels; a micro-batch with none counts 0 (and gets zero gradients).
   auto counted = flat_labels.ne(kIgnoreIndex).sum().clamp_min(1);
-  return region_.cross_entropy_sum(flat, flat_labels, vocab_start) / counted;
+  return region_.cross_entropy_sum(flat, flat_labels, vocab_start, cfg_.vocab_size) / counted;
+}
+
+at::Tensor TransformerImpl::real_vocab_rows(const at::Tensor& w) const {
+  return w.size(0) > cfg_.vocab_size ? w.narrow(0, 0, cfg_.vocab_size) : w;
 }
 
 at::Tensor TransformerImpl::forward_stage(const at::Tensor& input, const at::Tensor& labels) {
@@ -326,7 +339,7 @@ at::Tensor TransformerImpl::forward(const at::Tensor& tokens) {
   at::Tensor cos, sin;
   if (!is_gpt2(cfg_)) std::tie(cos, sin) = rope(tokens.size(1), tokens.device());
   for (auto& layer : layers) x = layer(x, cos, sin);
-  return at::linear(final_norm(x), lm_head_weight());  // (B, T, V)
+  return at::linear(final_norm(x), real_vocab_rows(lm_head_weight()));  // (B, T, V): no padded ids
 }
 
 at::Tensor TransformerImpl::loss(const at::Tensor& input_ids, const at::Tensor& labels) {
@@ -363,6 +376,11 @@ int64_t count_parameters(const ModelConfig& cfg, const ModelShard& shard) {
   int64_t n = 0;
   for (const auto& p : model->parameters()) n += p.numel();
   return n;
+}
+
+int64_t count_published_parameters(const ModelConfig& cfg) {
+  const int64_t padding_rows = cfg.padded_vocab_size() - cfg.vocab_size;
+  return count_parameters(cfg) - padding_rows * cfg.hidden_size * (cfg.tie_embeddings ? 1 : 2);
 }
 
 bool is_no_decay_parameter(const std::string& name) {

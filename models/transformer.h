@@ -106,7 +106,12 @@ struct TpRegion {
   // Sum of next-token cross-entropy over the counted labels (label != -100, PyTorch's
   // ignore_index), logits (N, V_local) holding vocabulary [vocab_start, vocab_start + V_local);
   // labels (N). Returns a fp32 scalar; never gathers full-vocabulary logits.
-  at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels, int64_t vocab_start) const;
+  // Ids >= vocab_size (a padded vocabulary's padding) are outside the softmax.
+  at::Tensor cross_entropy_sum(const at::Tensor& logits, const at::Tensor& labels, int64_t vocab_start,
+                               int64_t vocab_size) const;
+  // Output-head logits h W^T: h (B, T, C), W this rank's (V_local, C) rows. One device: only the
+  // first vocab_size rows (no padded ids); TP: every local row (the loss masks the padding).
+  at::Tensor head_logits(const at::Tensor& h, const at::Tensor& weight, int64_t vocab_size) const;
   // Sequence length of the whole activation given this rank's local one, and where the local
   // slice starts along T.
   int64_t full_length(int64_t local_T) const;
@@ -150,7 +155,8 @@ class BlockImpl : public torch::nn::Module {
 TORCH_MODULE(Block);
 
 // Parameter names (stable: checkpoints and the HF converter use them):
-//   embed.weight (V, C); pos_embed.weight (P, C) [gpt2]
+//   embed.weight (V, C); pos_embed.weight (P, C) [gpt2]   (V: padded_vocab_size(), a multiple
+//     of model.make_vocab_size_divisible_by; rows >= vocab_size are padding)
 //   layers.N.attn_norm.{weight,bias*}; layers.N.attn.{q,k,v,o}_proj.{weight,bias*}
 //   layers.N.mlp_norm.{weight,bias*}; layers.N.mlp.{gate*,up,down}_proj.{weight,bias*}
 //   final_norm.{weight,bias*}; lm_head.weight (V, C) unless tied.   (* family-dependent)
@@ -161,7 +167,8 @@ class TransformerImpl : public torch::nn::Module {
   // holds layer 17). Values are unspecified until init_weights() or a checkpoint load.
   TransformerImpl(const ModelConfig& cfg, const at::TensorOptions& opts, const ModelShard& shard = {});
 
-  // tokens (B, T) int64 -> logits (B, T, V) in the compute dtype. Whole model, tp = 1 only.
+  // tokens (B, T) int64 -> logits (B, T, V) in the compute dtype, V = model.vocab_size (padded
+  // ids excluded, so they are never generated). Whole model, tp = 1 only.
   at::Tensor forward(const at::Tensor& tokens);
   // Mean next-token cross-entropy of input ids (B, T) against labels (B, T) over the counted
   // labels (!= kIgnoreIndex); 0 when none counts. Needs the embedding and the head (pp = 1); any tp.
@@ -193,6 +200,8 @@ class TransformerImpl : public torch::nn::Module {
   std::pair<at::Tensor, at::Tensor> rope(int64_t T, const at::Device& device);
   at::Tensor embed_tokens(const at::Tensor& tokens);        // (B, T) -> (B, T, C) or (B, T/tp, C)
   at::Tensor head_loss(const at::Tensor& x, const at::Tensor& labels);  // -> mean over counted
+  // A whole (V_padded, C) head's first vocab_size rows (the real ids); itself without padding.
+  at::Tensor real_vocab_rows(const at::Tensor& w) const;
   ModelConfig cfg_;
   ModelShard shard_;
   TpRegion region_;
@@ -203,9 +212,12 @@ TORCH_MODULE(Transformer);
 
 // RoPE inverse frequencies (D/2) as Hugging Face computes them, including Llama-3.1 scaling.
 at::Tensor rope_inv_freq(const ModelConfig& cfg);
-// Exact parameter count of a config (no allocation); with a shard, the parameters that shard
-// holds (replicated ones included).
+// Exact parameter count of a config (no allocation), the padded vocabulary's rows included (what
+// memory holds); with a shard, the parameters that shard holds (replicated ones included).
 int64_t count_parameters(const ModelConfig& cfg, const ModelShard& shard = {});
+// The whole model's count without vocabulary padding: the published figure (e.g. GPT-2 124M's
+// 124,439,808), what Hugging Face counts.
+int64_t count_published_parameters(const ModelConfig& cfg);
 // True for parameters that get no weight decay by default (norm weights and biases).
 bool is_no_decay_parameter(const std::string& name);
 

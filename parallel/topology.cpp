@@ -3,6 +3,7 @@
 #include "parallel/topology.h"
 
 #include <algorithm>
+#include <numeric>
 #include <set>
 
 #include "core/error.h"
@@ -38,10 +39,22 @@ void model_problems(const ParallelDims& d, const ModelConfig& m, std::vector<std
     out.push_back(str("model.ffn_hidden_size(", m.ffn_hidden_size, ") is not divisible by tp(", tp,
                       "): set it to a multiple of ", tp, " (e.g. ", round_up(m.ffn_hidden_size, tp),
                       ") or pick a parallel.tp that divides it"));
-  if (m.vocab_size % tp != 0)
-    out.push_back(str("model.vocab_size(", m.vocab_size, ") is not divisible by tp(", tp,
-                      "): pad the vocabulary to a multiple of ", tp, " (e.g. ",
-                      round_up(m.vocab_size, tp), "; padded rows are never a target)"));
+  if (m.padded_vocab_size() % tp != 0) {
+    // Suggest a padding multiple that tp divides: Megatron's 128 when it does, so the padding
+    // stays the same for every tp that divides 128 and checkpoints reshard between them.
+    const int64_t by = std::lcm(m.make_vocab_size_divisible_by > 1 ? m.make_vocab_size_divisible_by : 128, tp);
+    ModelConfig fixed = m;
+    fixed.make_vocab_size_divisible_by = by;
+    const std::string padded =
+        m.make_vocab_size_divisible_by > 1
+            ? str(" padded to ", m.padded_vocab_size(), " (model.make_vocab_size_divisible_by=",
+                  m.make_vocab_size_divisible_by, ")")
+            : "";
+    out.push_back(str("model.vocab_size(", m.vocab_size, ")", padded, " is not divisible by tp(", tp,
+                      "): set model.make_vocab_size_divisible_by to a multiple of ", tp, " (e.g. ", by,
+                      ", which pads the embedding and head to ", fixed.padded_vocab_size(),
+                      " rows; padded ids are never a target nor generated)"));
+  }
   if (m.num_layers < d.num_virtual_stages()) {
     if (d.vpp > 1)
       out.push_back(str("pp(", d.pp, ") × vpp(", d.vpp, ") = ", d.num_virtual_stages(),

@@ -33,8 +33,8 @@ struct ParallelDims {
 // degree, e.g. "tp(3) × pp(2) = 6 does not divide world_size(8)".
 ParallelDims make_parallel_dims(int64_t world_size, const ParallelConfig& parallel);
 
-// Checks that a model can be split this way: heads, KV heads, FFN width and vocabulary divide
-// by tp; at least one layer per virtual stage. Every problem found goes into one one-line
+// Checks that a model can be split this way: heads, KV heads, FFN width and the padded vocabulary
+// (ModelConfig::padded_vocab_size) divide by tp; at least one layer per virtual stage. Every problem found goes into one one-line
 // weft::Error that names the degrees and what to change.
 void check_model_fits(const ParallelDims& dims, const ModelConfig& model);
 

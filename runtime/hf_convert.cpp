@@ -114,6 +114,21 @@ struct Taker {
 
 std::string L(int64_t i) { return "layers." + std::to_string(i) + "."; }
 
+// Megatron's default vocabulary padding, written into every converted config so the model splits
+// over any tp dividing 128 (a no-op for vocabularies that are already multiples, e.g. Llama's).
+constexpr int64_t kConvertedVocabMultiple = 128;
+
+// Embedding and output head of `from` rows resized to `to` (Weft's padded vocabulary on import:
+// zero rows appended; the published one on export: the padding dropped). Tensors of any other
+// shape are left for the caller's shape check to report.
+void resize_vocab_rows(NamedTensors& tensors, int64_t from, int64_t to) {
+  for (auto& [name, t] : tensors) {
+    if ((name != "embed.weight" && name != "lm_head.weight") || t.dim() != 2 || t.size(0) != from) continue;
+    t = to < from ? t.narrow(0, 0, to).contiguous()
+                  : at::cat({t, at::zeros({to - from, t.size(1)}, t.options())});
+  }
+}
+
 NamedTensors llama_from_hf(std::map<std::string, at::Tensor> hf, const ModelConfig& c, const std::string& where) {
   Taker take{hf, where};
   NamedTensors out = {{"embed.weight", take("model.embed_tokens.weight")}};
@@ -200,6 +215,8 @@ HfModel load_hf_model(const std::string& dir_str) {
   } catch (const json::exception& e) {
     fail(str(cfg_path, ": missing or invalid field (", e.what(), ")"));
   }
+  m.config.make_vocab_size_divisible_by = kConvertedVocabMultiple;
+  resize_vocab_rows(m.tensors, m.config.vocab_size, m.config.padded_vocab_size());
   if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) m.tokenizer = "gpt2:" + dir_str;
   return m;
 }
@@ -207,7 +224,9 @@ HfModel load_hf_model(const std::string& dir_str) {
 void save_hf_model(const std::string& dir_str, const ModelConfig& c, const NamedTensors& tensors) {
   const fs::path dir(dir_str);
   fs::create_directories(dir);
-  std::map<std::string, at::Tensor> w(tensors.begin(), tensors.end());
+  NamedTensors published = tensors;
+  resize_vocab_rows(published, c.padded_vocab_size(), c.vocab_size);
+  std::map<std::string, at::Tensor> w(published.begin(), published.end());
   auto get = [&](const std::string& n) {
     auto it = w.find(n);
     WEFT_CHECK(it != w.end(), "checkpoint has no tensor '", n, "'");

@@ -10,8 +10,9 @@
 namespace weft {
 
 // Reads DIR/config.json and DIR/model.safetensors (or the sharded index). Returns the model
-// config and tensors under Weft's names. Throws weft::Error naming the file for unsupported
-// architectures or options.
+// config and tensors under Weft's names, the vocabulary padded: make_vocab_size_divisible_by is
+// 128 and the embedding and head get zero rows up to padded_vocab_size(). Throws weft::Error
+// naming the file for unsupported architectures or options.
 struct HfModel {
   ModelConfig config;
   NamedTensors tensors;
@@ -19,7 +20,8 @@ struct HfModel {
 };
 HfModel load_hf_model(const std::string& dir);
 
-// Writes DIR/config.json and DIR/model.safetensors in Hugging Face's layout.
+// Writes DIR/config.json and DIR/model.safetensors in Hugging Face's layout; padded embedding and
+// head rows are dropped (config.json's vocab_size is cfg.vocab_size).
 void save_hf_model(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors);
 
 }  // namespace weft

@@ -9,7 +9,8 @@
 namespace weft {
 
 double training_flops_per_token(const ModelConfig& cfg, int64_t seq_len) {
-  const double V = cfg.vocab_size, C = cfg.hidden_size, L = cfg.num_layers;
+  // Padded rows included, as count_parameters counts them (Megatron's accounting too).
+  const double V = cfg.padded_vocab_size(), C = cfg.hidden_size, L = cfg.num_layers;
   double matmul_params = double(count_parameters(cfg)) - V * C;  // the input lookup is no matmul
   if (cfg.family == "gpt2") matmul_params -= double(cfg.max_seq_len) * C;
   if (cfg.tie_embeddings) matmul_params += V * C;  // the head still multiplies by it

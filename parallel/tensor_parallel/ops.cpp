@@ -3,6 +3,9 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/error.h"
 
 namespace weft {
@@ -75,15 +78,18 @@ struct ScatterSequence : torch::autograd::Function<ScatterSequence> {
 
 struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossEntropy> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& labels,
-                            int64_t vocab_start, const Group& g) {
+                            int64_t vocab_start, const Group& g, int64_t vocab_size) {
     const int64_t V = logits.size(1);
     auto z = logits.to(at::kFloat);                              // (N, V/tp)
+    const int64_t real = vocab_size < 0 ? V : std::clamp<int64_t>(vocab_size - vocab_start, 0, V);
+    if (real < V) z = z.index_fill(1, at::arange(real, V, labels.options()), -INFINITY);  // padding
     auto m = std::get<0>(z.max(1));                              // (N)
     all_reduce(g, m, ReduceOp::kMax);
     z = z - m.unsqueeze(1);
     auto local = labels.ge(vocab_start).logical_and(labels.lt(vocab_start + V));  // (N)
     auto idx = (labels - vocab_start).clamp(0, V - 1);
-    auto target = z.gather(1, idx.unsqueeze(1)).squeeze(1) * local.to(at::kFloat);
+    // where, not a product: a clamped index may land on a padding column (-inf * 0 is NaN).
+    auto target = at::where(local, z.gather(1, idx.unsqueeze(1)).squeeze(1), 0.0f);
     all_reduce(g, target);
     auto e = z.exp();
     auto sum = e.sum(1);
@@ -98,7 +104,7 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
     grad.scatter_add_(1, saved[1].unsqueeze(1), -saved[2].to(at::kFloat).unsqueeze(1));
     grad.mul_(grads[0].unsqueeze(1));
     const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
-    return {grad.to(dtype), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad.to(dtype), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -141,8 +147,8 @@ at::Tensor vocab_parallel_embedding_partial(const at::Tensor& tokens, const at::
 }
 
 at::Tensor vocab_parallel_cross_entropy(const at::Tensor& logits, const at::Tensor& labels,
-                                        int64_t vocab_start, const Group& g) {
-  return VocabParallelCrossEntropy::apply(logits, labels, vocab_start, g);
+                                        int64_t vocab_start, const Group& g, int64_t vocab_size) {
+  return VocabParallelCrossEntropy::apply(logits, labels, vocab_start, g, vocab_size);
 }
 
 }  // namespace tp

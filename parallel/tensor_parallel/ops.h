@@ -37,8 +37,12 @@ at::Tensor vocab_parallel_embedding_partial(const at::Tensor& tokens, const at::
 // all-reduced. Returns per-token loss (N), fp32.
 //   loss_i = log(sum_j exp(z_ij - m_i)) - (z_i,label - m_i),   m_i = max_j z_ij
 //   dz_ij  = softmax(z)_ij - [j == label_i]                    (local slice of it)
+// Columns of global id >= vocab_size (the padding of a padded vocabulary, wherever it falls,
+// possibly a whole rank's slice) are excluded from the softmax: their logits count as -inf and
+// get zero gradient. vocab_size < 0: every column is a real id. Labels must be < vocab_size.
 at::Tensor vocab_parallel_cross_entropy(const at::Tensor& logits, const at::Tensor& labels,
-                                        int64_t vocab_start, const Group& group);
+                                        int64_t vocab_start, const Group& group,
+                                        int64_t vocab_size = -1);
 
 // all_gather / reduce_scatter of parallel/comm.h along any dim (they work on dim 0).
 at::Tensor all_gather_dim(const at::Tensor& t, int64_t dim, const Group& group);

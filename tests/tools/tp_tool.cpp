@@ -82,6 +82,23 @@ void vocab_parallel(const Group& g) {
   expect_close("vocab-parallel cross-entropy", loss, ref.detach());
   expect_close("vocab-parallel cross-entropy grad", z_l.grad(), slice(z.grad(), 1, g));
 
+  // A padded vocabulary: only the first 9 of the 16 columns are ids; the padding (100 here, so
+  // it would dominate the softmax if it counted) is excluded and gets zero gradient. Over 4
+  // ranks the last holds padding only. Reference: LibTorch on the 9 real columns.
+  const int64_t real = 9;
+  auto Zp = Z.clone();
+  Zp.narrow(1, real, V - real).fill_(100);
+  auto labels_p = at::arange(N, at::kLong).mul(5).remainder(real);  // 8, the last real id, included
+  auto zr = Z.narrow(1, 0, real).clone().requires_grad_();
+  auto ref_p = at::cross_entropy_loss(zr, labels_p, {}, at::Reduction::None);
+  ref_p.sum().backward();
+  auto zp_l = slice(Zp, 1, g).requires_grad_();
+  auto loss_p = tp::vocab_parallel_cross_entropy(zp_l, labels_p, start, g, real);
+  loss_p.sum().backward();
+  expect_close("padded vocab-parallel cross-entropy", loss_p, ref_p.detach());
+  expect_close("padded vocab-parallel cross-entropy grad", zp_l.grad(),
+               slice(at::cat({zr.grad(), at::zeros({N, V - real})}, 1), 1, g));
+
   // Embedding with the table split over the vocabulary.
   auto W = seeded({V, C}, 6);
   auto tokens = at::arange(12, at::kLong).mul(5).remainder(V).view({2, 6});

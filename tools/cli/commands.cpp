@@ -123,14 +123,17 @@ int cmd_eval(const CliArgs& a) {
 int cmd_plan(const CliArgs& a) {
   Config cfg = job_config(a);
   cfg.validate();
-  const int64_t n = count_parameters(cfg.model);
+  // The published count, and what memory holds with the vocabulary padded (sizes below use it).
+  const int64_t published = count_published_parameters(cfg.model), n = count_parameters(cfg.model);
   const double gib = 1024.0 * 1024 * 1024;
   // fp32 master weights + fp32 grads + two fp32 Adam moments.
-  std::printf("model: %s, %lld layers, hidden %lld, heads %lld/%lld kv, ffn %lld, vocab %lld\n",
+  std::printf("model: %s, %lld layers, hidden %lld, heads %lld/%lld kv, ffn %lld, "
+              "vocab %lld (padded to %lld)\n",
               cfg.model.family.c_str(), (long long)cfg.model.num_layers, (long long)cfg.model.hidden_size,
               (long long)cfg.model.num_heads, (long long)cfg.model.kv_heads(),
-              (long long)cfg.model.ffn_hidden_size, (long long)cfg.model.vocab_size);
-  std::printf("parameters=%lld\n", (long long)n);
+              (long long)cfg.model.ffn_hidden_size, (long long)cfg.model.vocab_size,
+              (long long)cfg.model.padded_vocab_size());
+  std::printf("parameters=%lld\nparameters_padded=%lld\n", (long long)published, (long long)n);
   std::printf("weights_gib=%.2f\ntraining_state_gib=%.2f\n", n * 4 / gib, n * 16 / gib);
   std::printf("flops_per_token=%.4g\n", training_flops_per_token(cfg.model, cfg.train.seq_len));
   // Per rank, for the layout of parallel.* on --nproc ranks (default tp × pp): what each holds,
