@@ -36,6 +36,13 @@ struct ModelConfig {
 
   int64_t kv_heads() const { return num_kv_heads > 0 ? num_kv_heads : num_heads; }
   int64_t head_dim() const { return hidden_size / num_heads; }
+
+  // Checks every field and their combinations (positive sizes within bounds, heads dividing the
+  // width, finite positive eps/theta...). Throws weft::Error "<source>: <key> must be ...", where
+  // `key(field)` spells a field (the YAML key without "model.", e.g. "num_heads") as `source`
+  // knows it: identity for YAML, HF names ("num_attention_heads") for a config.json.
+  using KeyNamer = std::string (*)(const std::string& field);
+  void validate(const std::string& source, KeyNamer key) const;
 };
 
 struct TrainConfig {
@@ -75,6 +82,9 @@ struct RunConfig {
   std::string dir = "runs/default";
   bool tensorboard = true;
   double peak_tflops = 0.0;  // for MFU; 0 = measure this machine's matmul peak at start
+  // Memory (GiB) one rank may use for model and optimizer state; 0 = detect (host: MemAvailable
+  // or the cgroup limit, GPU: free device memory). A job that cannot fit is refused at start.
+  double memory_limit_gb = 0.0;
 };
 
 struct CheckpointConfig {
@@ -119,7 +129,8 @@ struct Config {
   std::string checkpoint_dir() const;
 };
 
-// Loads a YAML file into a default Config. `path` is used in every message.
+// Loads a YAML file into a default Config. `path` is used in every message. A file with no
+// mapping (empty, only comments, or `null`) is an error: it would silently train the defaults.
 Config load_config(const std::string& path);
 // Parses YAML text into `cfg`, overriding the keys present. `source` names it in messages.
 void merge_config_yaml(Config& cfg, const std::string& yaml_text, const std::string& source);

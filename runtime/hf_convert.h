@@ -10,8 +10,12 @@
 namespace weft {
 
 // Reads DIR/config.json and DIR/model.safetensors (or the sharded index). Returns the model
-// config and tensors under Weft's names. Throws weft::Error naming the file for unsupported
-// architectures or options.
+// config and tensors (fp32, CPU) under Weft's names; an untied head (tie_word_embeddings false)
+// becomes lm_head.weight with model.tie_embeddings false. Throws weft::Error naming the file and
+// key for: unsupported architectures or options; config values of the wrong JSON type, missing,
+// or failing ModelConfig::validate (checked before any tensor is read); tensors whose shape
+// disagrees with config.json; and any tensor the conversion would not use (only the
+// non-persistent buffers listed in the converter are skipped).
 struct HfModel {
   ModelConfig config;
   NamedTensors tensors;
@@ -19,7 +23,8 @@ struct HfModel {
 };
 HfModel load_hf_model(const std::string& dir);
 
-// Writes DIR/config.json and DIR/model.safetensors in Hugging Face's layout.
+// Writes DIR/config.json and DIR/model.safetensors in Hugging Face's layout (with lm_head.weight
+// and tie_word_embeddings false when cfg.tie_embeddings is false).
 void save_hf_model(const std::string& dir, const ModelConfig& cfg, const NamedTensors& tensors);
 
 }  // namespace weft
