@@ -43,7 +43,7 @@ class HfConfig {
     WEFT_CHECK(j_.at(key).is_string(), path_, ": ", key, " must be a string, got ", j_.at(key).dump());
     return j_.at(key).get<std::string>();
   }
-  // A nested object (rope_parameters) read with the same checks; `name` prefixes its keys.
+  // A nested object (rope_parameters); read its values with integer_in / number_in.
   json object(const std::string& key) const {
     if (!has(key)) return json::object();
     WEFT_CHECK(j_.at(key).is_object(), path_, ": ", key, " must be an object, got ", j_.at(key).dump());
