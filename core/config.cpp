@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -64,6 +65,7 @@ void for_each_field(C& c, F&& f) {
   f("run.dir", c.run.dir);
   f("run.tensorboard", c.run.tensorboard);
   f("run.peak_tflops", c.run.peak_tflops);
+  f("run.memory_limit_gb", c.run.memory_limit_gb);
   f("checkpoint.dir", c.checkpoint.dir);
   f("checkpoint.interval", c.checkpoint.interval);
   f("checkpoint.keep", c.checkpoint.keep);
@@ -233,7 +235,7 @@ void merge_config_yaml(Config& cfg, const std::string& yaml_text, const std::str
   } catch (const YAML::Exception& e) {
     fail(str(source, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
   }
-  if (root.IsNull()) return;
+  if (root.IsNull()) return;  // an empty --set or resolved dump adds nothing
   WEFT_CHECK(root.IsMap(), source, ": expected a mapping of config keys at the top level");
   merge_node(cfg, root, "", source);
 }
@@ -244,6 +246,15 @@ Config load_config(const std::string& path) {
              "' cannot be read: check the path given to --config");
   std::stringstream ss;
   ss << in.rdbuf();
+  // An empty job file would otherwise train the built-in defaults (a 6.5B-parameter Llama).
+  YAML::Node root;
+  try {
+    root = YAML::Load(ss.str());
+  } catch (const YAML::Exception&) {
+    root = YAML::Node(YAML::NodeType::Map);  // merge_config_yaml reports it with its line
+  }
+  WEFT_CHECK(!root.IsNull(), path, ": the config file is empty (no keys); write the job's model.*, "
+             "train.* and data.* keys, e.g. start from configs/llama-tiny.yaml");
   Config cfg;
   merge_config_yaml(cfg, ss.str(), path);
   return cfg;
@@ -305,28 +316,55 @@ std::string Config::checkpoint_dir() const {
                                 : checkpoint.dir;
 }
 
+void ModelConfig::validate(const std::string& src, KeyNamer key) const {
+  // Bounds far above any real model, low enough that no size product overflows int64.
+  auto positive = [&](int64_t v, const char* field, int64_t most) {
+    WEFT_CHECK(v > 0, src, ": ", key(field), " must be > 0, got ", v);
+    WEFT_CHECK(v <= most, src, ": ", key(field), " = ", v, " is implausibly large (at most ", most, ")");
+  };
+  auto finite_positive = [&](double v, const char* field) {
+    WEFT_CHECK(std::isfinite(v) && v > 0, src, ": ", key(field), " must be a finite number > 0, got ", v);
+  };
+  WEFT_CHECK(family == "llama" || family == "gpt2", src, ": ", key("family"), " must be llama or gpt2, got '",
+             family, "'");
+  positive(vocab_size, "vocab_size", int64_t(1) << 31);
+  positive(make_vocab_size_divisible_by, "make_vocab_size_divisible_by", int64_t(1) << 20);
+  positive(hidden_size, "hidden_size", int64_t(1) << 20);
+  positive(num_layers, "num_layers", int64_t(1) << 14);
+  positive(num_heads, "num_heads", int64_t(1) << 20);
+  positive(ffn_hidden_size, "ffn_hidden_size", int64_t(1) << 22);
+  positive(max_seq_len, "max_seq_len", int64_t(1) << 24);
+  WEFT_CHECK(hidden_size % num_heads == 0, src, ": ", key("hidden_size"), " (", hidden_size,
+             ") must be divisible by ", key("num_heads"), " (", num_heads, ")");
+  WEFT_CHECK(num_kv_heads >= 0 && num_kv_heads <= num_heads && num_heads % kv_heads() == 0, src, ": ",
+             key("num_heads"), " (", num_heads, ") must be a multiple of ", key("num_kv_heads"), " (",
+             num_kv_heads, ")");
+  WEFT_CHECK(head_dim() % 2 == 0 || family != "llama", src, ": head dim ", key("hidden_size"), " / ",
+             key("num_heads"), " = ", head_dim(), " must be even for RoPE");
+  WEFT_CHECK(family == "llama" || num_kv_heads == 0 || num_kv_heads == num_heads, src, ": ",
+             key("num_kv_heads"), " is only supported for family llama");
+  finite_positive(norm_eps, "norm_eps");
+  finite_positive(rope_theta, "rope_theta");
+  WEFT_CHECK(std::isfinite(init_std) && init_std >= 0, src, ": ", key("init_std"),
+             " must be a finite number >= 0, got ", init_std);
+  WEFT_CHECK(rope_scaling.type == "none" || rope_scaling.type == "llama3", src, ": ",
+             key("rope_scaling.type"), " must be none or llama3, got '", rope_scaling.type, "'");
+  if (rope_scaling.type == "llama3") {
+    finite_positive(rope_scaling.factor, "rope_scaling.factor");
+    finite_positive(rope_scaling.low_freq_factor, "rope_scaling.low_freq_factor");
+    finite_positive(rope_scaling.high_freq_factor, "rope_scaling.high_freq_factor");
+    // The smoothing between the two wavelength bands divides by their difference.
+    WEFT_CHECK(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor, src, ": ",
+               key("rope_scaling.high_freq_factor"), " (", rope_scaling.high_freq_factor,
+               ") must be greater than ", key("rope_scaling.low_freq_factor"), " (",
+               rope_scaling.low_freq_factor, ")");
+    positive(rope_scaling.original_max_seq_len, "rope_scaling.original_max_seq_len", int64_t(1) << 24);
+  }
+}
+
 void Config::validate() const {
   const auto& m = model;
-  WEFT_CHECK(m.family == "llama" || m.family == "gpt2", "config: model.family must be llama or gpt2, got '",
-             m.family, "'");
-  check_positive(m.vocab_size, "model.vocab_size");
-  check_positive(m.make_vocab_size_divisible_by, "model.make_vocab_size_divisible_by");
-  check_positive(m.hidden_size, "model.hidden_size");
-  check_positive(m.num_layers, "model.num_layers");
-  check_positive(m.num_heads, "model.num_heads");
-  check_positive(m.ffn_hidden_size, "model.ffn_hidden_size");
-  check_positive(m.max_seq_len, "model.max_seq_len");
-  WEFT_CHECK(m.hidden_size % m.num_heads == 0, "config: model.hidden_size (", m.hidden_size,
-             ") must be divisible by model.num_heads (", m.num_heads, ")");
-  WEFT_CHECK(m.num_kv_heads >= 0 && m.num_heads % m.kv_heads() == 0,
-             "config: model.num_heads (", m.num_heads, ") must be a multiple of model.num_kv_heads (",
-             m.num_kv_heads, ")");
-  WEFT_CHECK(m.head_dim() % 2 == 0 || m.family != "llama", "config: head dim ", m.head_dim(),
-             " must be even for RoPE");
-  WEFT_CHECK(m.rope_scaling.type == "none" || m.rope_scaling.type == "llama3",
-             "config: model.rope_scaling.type must be none or llama3, got '", m.rope_scaling.type, "'");
-  WEFT_CHECK(m.family == "llama" || m.num_kv_heads == 0 || m.num_kv_heads == m.num_heads,
-             "config: model.num_kv_heads is only supported for family llama");
+  m.validate("config", [](const std::string& field) { return "model." + field; });
   check_positive(train.steps, "train.steps");
   check_positive(train.global_batch_size, "train.global_batch_size");
   check_positive(train.micro_batch_size, "train.micro_batch_size");
@@ -349,6 +387,8 @@ void Config::validate() const {
   WEFT_CHECK(parallel.zero == 0 || parallel.zero == 1, "config: parallel.zero must be 0 or 1");
   check_positive(parallel.timeout_sec, "parallel.timeout_sec");
   WEFT_CHECK(parallel.grad_bucket_mb > 0, "config: parallel.grad_bucket_mb must be > 0");
+  WEFT_CHECK(std::isfinite(run.memory_limit_gb) && run.memory_limit_gb >= 0,
+             "config: run.memory_limit_gb must be >= 0 (0 = detect)");
   WEFT_CHECK(checkpoint.interval >= 0 && checkpoint.keep >= 0,
              "config: checkpoint.interval and checkpoint.keep must be >= 0");
 }

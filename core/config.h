@@ -46,6 +46,13 @@ struct ModelConfig {
     const int64_t m = make_vocab_size_divisible_by > 0 ? make_vocab_size_divisible_by : 1;
     return (vocab_size + m - 1) / m * m;
   }
+
+  // Checks every field and their combinations (positive sizes within bounds, heads dividing the
+  // width, finite positive eps/theta...). Throws weft::Error "<source>: <key> must be ...", where
+  // `key(field)` spells a field (the YAML key without "model.", e.g. "num_heads") as `source`
+  // knows it: identity for YAML, HF names ("num_attention_heads") for a config.json.
+  using KeyNamer = std::string (*)(const std::string& field);
+  void validate(const std::string& source, KeyNamer key) const;
 };
 
 struct TrainConfig {
@@ -88,6 +95,9 @@ struct RunConfig {
   std::string dir = "runs/default";
   bool tensorboard = true;
   double peak_tflops = 0.0;  // for MFU; 0 = measure this machine's matmul peak at start
+  // Memory (GiB) one rank may use for model and optimizer state; 0 = detect (host: MemAvailable
+  // or the cgroup limit, GPU: free device memory). A job that cannot fit is refused at start.
+  double memory_limit_gb = 0.0;
 };
 
 struct CheckpointConfig {
@@ -132,7 +142,8 @@ struct Config {
   std::string checkpoint_dir() const;
 };
 
-// Loads a YAML file into a default Config. `path` is used in every message.
+// Loads a YAML file into a default Config. `path` is used in every message. A file with no
+// mapping (empty, only comments, or `null`) is an error: it would silently train the defaults.
 Config load_config(const std::string& path);
 // Parses YAML text into `cfg`, overriding the keys present. `source` names it in messages.
 void merge_config_yaml(Config& cfg, const std::string& yaml_text, const std::string& source);

@@ -2,12 +2,58 @@
 // compiled only when a CUDA toolkit is found (WEFT_CUDA).
 #include "parallel/device.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
 #include "core/error.h"
 
 namespace weft {
+namespace {
+
+// The first number in `path` (a cgroup file); -1 if absent or "max" (no limit).
+int64_t read_cgroup_number(const char* path) {
+  std::ifstream in(path);
+  std::string word;
+  if (!(in >> word) || word == "max") return -1;
+  char* end = nullptr;
+  const long long v = std::strtoll(word.c_str(), &end, 10);
+  return end && *end == '\0' ? int64_t(v) : -1;
+}
+
+int64_t host_available_bytes(std::string* source) {
+  int64_t avail = 0;
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string line; std::getline(meminfo, line);) {
+    if (line.rfind("MemAvailable:", 0) != 0) continue;
+    std::istringstream fields(line.substr(13));
+    long long kib = 0;
+    if (fields >> kib) avail = int64_t(kib) * 1024;
+  }
+  if (source) *source = "MemAvailable in /proc/meminfo";
+  // cgroup v2, then v1; v1 reports "no limit" as a huge number, which min() ignores.
+  const std::pair<const char*, const char*> cgroups[] = {
+      {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"},
+      {"/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"}};
+  for (const auto& [limit_path, usage_path] : cgroups) {
+    const int64_t limit = read_cgroup_number(limit_path), usage = read_cgroup_number(usage_path);
+    if (limit < 0 || usage < 0) continue;
+    const int64_t left = std::max<int64_t>(0, limit - usage);
+    if (avail == 0 || left < avail) {
+      avail = left;
+      if (source) *source = str("the cgroup limit ", limit_path, " less usage");
+    }
+    break;
+  }
+  return avail;
+}
+
+}  // namespace
 
 #ifdef WEFT_CUDA
-void detail_set_current_device(const at::Device& d);  // parallel/cuda/device_cuda.cpp
+void detail_set_current_device(const at::Device& d);       // parallel/cuda/device_cuda.cpp
+int64_t detail_cuda_available_bytes(const at::Device& d);  // parallel/cuda/device_cuda.cpp
 #else
 bool cuda_available() { return false; }
 int cuda_device_count() { return 0; }
@@ -16,6 +62,17 @@ at::Tensor pinned_empty_like(const at::Tensor& like) {
 }
 void run_on_side_stream(const at::Device&, const std::function<void()>& fn) { fn(); }
 #endif
+
+int64_t available_memory_bytes(const at::Device& device, std::string* source) {
+  if (device.is_cpu()) return host_available_bytes(source);
+#ifdef WEFT_CUDA
+  if (device.is_cuda()) {
+    if (source) *source = "free GPU memory";
+    return detail_cuda_available_bytes(device);
+  }
+#endif
+  return 0;
+}
 
 at::Device select_device(const std::string& kind, int local_rank) {
   if (kind == "cpu") return at::Device(at::kCPU);

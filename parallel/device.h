@@ -26,6 +26,13 @@ at::Tensor pinned_empty_like(const at::Tensor& like);
 // with compute; waits for that stream before returning. On the CPU it just runs `fn`.
 void run_on_side_stream(const at::Device& device, const std::function<void()>& fn);
 
+// Bytes this process can still allocate on `device`, before it allocates anything: on the CPU,
+// MemAvailable from /proc/meminfo or, when lower, the cgroup memory limit minus current usage;
+// on a GPU, the device's free memory (cudaMemGetInfo; meant for start-up, before LibTorch's
+// caching allocator holds any). 0 when it cannot be determined. `source` (optional) receives where
+// the figure came from, for messages. Thread-safe.
+int64_t available_memory_bytes(const at::Device& device, std::string* source = nullptr);
+
 // The backend name c10d should use for this device: "nccl" for CUDA, "gloo" otherwise.
 std::string collective_backend(const at::Device& device);
 

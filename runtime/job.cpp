@@ -3,12 +3,14 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "core/error.h"
 #include "core/fileio.h"
 #include "parallel/device.h"
 #include "runtime/data/gpt_dataset.h"
+#include "runtime/perf.h"
 
 namespace weft {
 
@@ -120,6 +122,32 @@ double evaluate(TransformerImpl& model, const SampleSource& data, int64_t mbs, i
   }
   const double n = counted.item<double>();
   return n > 0 ? loss_sum.item<double>() / n : 0.0;
+}
+
+void check_memory_fits(const Config& cfg, const ParallelDims& dims, const std::vector<RankCoord>& ranks,
+                       const at::Device& device) {
+  auto gib = [](double bytes) {
+    char buf[32];
+    const double g = bytes / (1024.0 * 1024 * 1024);
+    std::snprintf(buf, sizeof(buf), g >= 1 ? "%.2f" : "%.3g", g);
+    return std::string(buf);
+  };
+  double need = 0;
+  int64_t params = 0;
+  for (const auto& coord : ranks) {
+    const auto s = rank_training_state(cfg, dims, coord);
+    need += s.bytes;
+    params += s.parameters;
+  }
+  std::string source = "run.memory_limit_gb";
+  const double have = cfg.run.memory_limit_gb > 0 ? cfg.run.memory_limit_gb * 1024.0 * 1024 * 1024
+                                                  : double(available_memory_bytes(device, &source));
+  if (have <= 0 || need <= have) return;
+  const std::string whose = ranks.size() == 1 ? "this rank" : str("the ", ranks.size(), " ranks on this host");
+  fail(str("not enough memory: the model and optimizer state of ", whose, " (", params,
+           " parameters; fp32 weights, grads and AdamW moments) need ", gib(need), " GiB but ", device.str(), " has ", gib(have),
+           " GiB available (", source, "); use a smaller model, split it over more ranks (parallel.tp, ",
+           "parallel.pp), or shard optimizer state with parallel.zero=1 over dp > 1"));
 }
 
 Config checkpoint_config(const std::string& step_dir) {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "models/transformer.h"
@@ -65,6 +66,20 @@ std::pair<int64_t, int64_t> eval_window(int64_t b, int64_t micro_batch_size, int
 // Runs without autograd.
 double evaluate(TransformerImpl& model, const SampleSource& data, int64_t micro_batch_size,
                 int64_t seq_len, int64_t batches, const std::string& precision, const at::Device& device);
+
+// Refuses, before anything is allocated, a job whose model and optimizer state cannot fit: the
+// training state of the ranks in `ranks` (rank_training_state in runtime/perf.h: fp32 weights,
+// grads and AdamW moments; activations excluded) summed, against the memory they share on
+// `device`: run.memory_limit_gb when set, else available_memory_bytes(device) (host MemAvailable
+// or cgroup limit; free GPU memory). Pass every local rank for a CPU host, one rank per GPU.
+// Throws weft::Error with needed vs available GiB and what to change; does nothing when the
+// available figure is unknown. Call once per process, before building the model.
+void check_memory_fits(const Config& cfg, const ParallelDims& dims, const std::vector<RankCoord>& ranks,
+                       const at::Device& device);
+inline void check_memory_fits(const Config& cfg, const ParallelDims& dims, const RankCoord& coord,
+                              const at::Device& device) {
+  check_memory_fits(cfg, dims, std::vector<RankCoord>{coord}, device);
+}
 
 // The config a checkpoint was written with, with `overrides` (key=value) applied.
 Config checkpoint_config(const std::string& step_dir);

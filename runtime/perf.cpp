@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/error.h"
 #include "models/transformer.h"
+#include "runtime/job.h"
 
 namespace weft {
 
@@ -15,6 +17,18 @@ double training_flops_per_token(const ModelConfig& cfg, int64_t seq_len) {
   if (cfg.family == "gpt2") matmul_params -= double(cfg.max_seq_len) * C;
   if (cfg.tie_embeddings) matmul_params += V * C;  // the head still multiplies by it
   return 6.0 * matmul_params + 12.0 * L * C * double(seq_len);
+}
+
+RankTrainingState rank_training_state(const Config& cfg, const ParallelDims& dims, const RankCoord& coord) {
+  RankTrainingState s;
+  for (int64_t c = 0; c < dims.vpp; ++c) {
+    const auto shard = model_shard(cfg, dims, coord, c, nullptr);
+    s.parameters += count_parameters(cfg.model, shard);
+    s.layers += str(c ? "," : "", shard.first_layer, "-", shard.last_layer - 1);
+  }
+  const double moments_share = cfg.parallel.zero == 1 ? 1.0 / double(dims.dp) : 1.0;
+  s.bytes = double(s.parameters) * (8.0 + 8.0 * moments_share);
+  return s;
 }
 
 double measure_matmul_peak_flops(at::ScalarType dtype, const at::Device& device, double seconds,

@@ -106,6 +106,8 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
   if (s.ctx) s.coord = s.ctx->coord(), s.primary = s.ctx->is_primary();
   s.device = select_device(cfg_.device, s.ctx ? int(s.ctx->env().local_rank) : 0);
   if (cfg_.train.threads > 0) at::set_num_threads(int(cfg_.train.threads));
+  // A model too large for this rank is refused now, not by the OOM killer minutes later.
+  check_memory_fits(cfg_, s.dims, s.coord, s.device);
 
   s.train_data = open_dataset(cfg_, DataSplit::kTrain);
   if (cfg_.train.eval_interval > 0) s.valid_data = open_dataset(cfg_, DataSplit::kValid);

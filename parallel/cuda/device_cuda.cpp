@@ -8,6 +8,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <cuda_runtime_api.h>
+
 #include "parallel/device.h"
 
 namespace weft {
@@ -16,6 +18,16 @@ int cuda_device_count() { return static_cast<int>(c10::cuda::device_count()); }
 bool cuda_available() { return cuda_device_count() > 0; }
 
 void detail_set_current_device(const at::Device& d) { c10::cuda::set_device(d.index()); }
+
+int64_t detail_cuda_available_bytes(const at::Device& d) {
+  c10::cuda::CUDAGuard guard(d);
+  size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear the sticky error; the caller treats 0 as unknown
+    return 0;
+  }
+  return int64_t(free);
+}
 
 at::Tensor pinned_empty_like(const at::Tensor& like) {
   auto opts = like.options().device(at::kCPU);

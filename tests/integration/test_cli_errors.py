@@ -1,6 +1,8 @@
 """Bad input gets one line naming the file/key and what to do, and a non-zero exit; never a
 crash, a hang, or a checkpoint taken as complete when it is not."""
+import math
 import os
+import re
 import shutil
 import sys
 
@@ -13,6 +15,63 @@ def expect_error(what, args, *needles):
     lines = p.stderr.strip().splitlines()
     ok = p.returncode not in (0, -11, -6) and len(lines) == 1 and all(n in p.stderr for n in needles)
     check(ok, f"{what}: exit {p.returncode}, one line naming {needles}: {p.stderr.strip()!r}")
+
+
+def host_available_bytes():
+    """What the kernel says this process may still use: MemAvailable, or a lower cgroup allowance."""
+    with open("/proc/meminfo") as f:
+        avail = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit) as a, open(usage) as b:
+                text = a.read().strip()
+                if text != "max":
+                    avail = min(avail, max(0, int(text) - int(b.read().strip())))
+                break
+        except OSError:
+            continue
+    return avail
+
+
+def memory_checks(work, prefix):
+    """An empty job file, or a model whose fp32 weights + grads + AdamW moments exceed this machine's
+    memory, is refused before anything is allocated."""
+    for name, text in (("empty.yaml", ""), ("comment.yaml", "# nothing here\n"), ("null.yaml", "~\n")):
+        path = os.path.join(work, name)
+        with open(path, "w") as f:
+            f.write(text)
+        expect_error(f"config file {name!r}", ["train", "--config", path], name, "empty")
+    # The built-in defaults (a Llama-2-7B shape) through a file with one harmless key; more layers
+    # when this machine could hold it, so the refusal does not depend on the machine.
+    C, F, V = 4096, 11008, 32000
+    per_layer = 4 * C * C + 3 * C * F + 2 * C  # q, k, v, o; gate, up, down; two RMSNorms
+    avail = host_available_bytes()
+    layers = max(32, math.ceil(4 * avail / (16 * per_layer)))
+    params = 2 * V * C + C + layers * per_layer  # untied embedding and head, final norm
+    one_key = os.path.join(work, "one_key.yaml")
+    with open(one_key, "w") as f:
+        f.write("train:\n  steps: 1\n")
+    args = ["train", "--config", one_key, "--set", f"model.num_layers={layers}", "--set", "data.prefix=" + prefix,
+            "--set", "run.dir=" + os.path.join(work, "big")]
+    p = weft(*args, check=False, timeout=300)
+    m = re.search(r"need ([0-9.]+) GiB but cpu has ([0-9.]+) GiB available", p.stderr)
+    check(p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and m and str(params) in p.stderr
+          and "parallel.tp" in p.stderr and "parallel.zero" in p.stderr,
+          f"{params}-parameter model refused with needed vs available: {p.stderr.strip()!r}")
+    need, have = float(m.group(1)), float(m.group(2))
+    check(abs(need - 16 * params / 2**30) < 0.01, f"needed {need} GiB = 16 bytes x {params} parameters")
+    check(abs(have - avail / 2**30) < 0.25 * avail / 2**30 + 0.5,
+          f"available {have} GiB is what /proc/meminfo and the cgroup say ({avail / 2**30:.2f} GiB)")
+    tiny = ["train", "--config", config("llama-tiny.yaml"), "--set", "data.prefix=" + prefix, "--set", "train.steps=2"]
+    expect_error("run.memory_limit_gb below the model's state",
+                 tiny + ["--set", "run.memory_limit_gb=0.0001", "--set", "run.dir=" + os.path.join(work, "small")],
+                 "run.memory_limit_gb", "GiB", "need")
+    expect_error("local CPU workers that cannot fit together, before any starts",
+                 tiny + ["--nproc", "2", "--set", "run.memory_limit_gb=0.0001", "--set", "run.dir=" + os.path.join(work, "two")],
+                 "2 ranks", "run.memory_limit_gb")
+    p = weft(*tiny, "--set", "run.dir=" + os.path.join(work, "tiny"), check=False, timeout=300)
+    check(p.returncode == 0 and "train: finished at step 2" in p.stdout, f"a tiny model still trains: {p.stderr[-300:]!r}")
 
 
 def main():
@@ -61,6 +120,7 @@ def main():
     expect_error("bad --from", ["convert", "--from", "foo", "--to", "ckpt:x"], "--from")
     expect_error("gbs not a multiple of mbs", base + ["--set", "data.prefix=" + prefix, "--set",
                  "train.global_batch_size=3"], "train.global_batch_size", "train.micro_batch_size")
+    memory_checks(work, prefix)
     p = weft("train", "--help")
     check(p.returncode == 0 and "--config" in p.stdout and "--set" in p.stdout, "weft train --help documents it")
     for cmd in ("eval", "plan", "convert", "preprocess", "generate"):

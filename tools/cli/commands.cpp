@@ -85,9 +85,15 @@ std::pair<std::string, std::string> split_spec(const std::string& spec, const ch
 int cmd_train(const CliArgs& a) {
   Config cfg = job_config(a);
   if (a.nproc > 1) {
-    // Refuse an impossible layout here, before any worker starts.
+    // Refuse an impossible layout, or CPU workers whose state cannot fit in this host's memory
+    // together, here, before any worker starts. (GPU workers check their own device.)
     cfg.validate();
     const ParallelDims dims = validate_layout(a.nproc, cfg);
+    if (cfg.device == "cpu") {
+      std::vector<RankCoord> all;
+      for (int64_t r = 0; r < a.nproc; ++r) all.push_back(coord_of(dims, r));
+      check_memory_fits(cfg, dims, all, at::Device(at::kCPU));
+    }
     LaunchOptions launch;
     launch.nproc = a.nproc;
     launch.args = strip_nproc_flag(a.argv);
@@ -96,7 +102,7 @@ int cmd_train(const CliArgs& a) {
   }
   const WorkerEnv env = worker_env_from_environment();
   if (env.world_size > 1) return run_train_worker(cfg, env);
-  Trainer trainer(cfg);
+  Trainer trainer(cfg);  // refuses a job too large for this machine before allocating it
   g_trainer = &trainer;
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
@@ -145,18 +151,11 @@ int cmd_plan(const CliArgs& a) {
   // stands for them.
   int64_t most = 0;
   for (int64_t pp = 0; pp < dims.pp; ++pp) {
-    int64_t count = 0;
-    std::string layers;
-    for (int64_t c = 0; c < dims.vpp; ++c) {
-      const auto shard = model_shard(cfg, dims, RankCoord{0, 0, pp}, c, nullptr);
-      count += count_parameters(cfg.model, shard);
-      layers += str(c ? "," : "", shard.first_layer, "-", shard.last_layer - 1);
-    }
-    most = std::max(most, count);
-    // fp32 weights and grads, plus two Adam moments (sharded over dp with ZeRO-1).
-    const double state = count * (8.0 + 8.0 / (cfg.parallel.zero == 1 ? dims.dp : 1));
+    const auto rank = rank_training_state(cfg, dims, RankCoord{0, 0, pp});
+    most = std::max(most, rank.parameters);
     std::printf("rank_parameters pp=%lld (each of %lld tp ranks) layers=%s: %lld (%.2f GiB training state)\n",
-                (long long)pp, (long long)dims.tp, layers.c_str(), (long long)count, state / gib);
+                (long long)pp, (long long)dims.tp, rank.layers.c_str(), (long long)rank.parameters,
+                rank.bytes / gib);
   }
   std::printf("max_rank_parameters=%lld\n", (long long)most);
   if (dims.pp > 1) {

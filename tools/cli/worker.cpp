@@ -12,10 +12,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "core/error.h"
 #include "parallel/device.h"
 #include "parallel/topology.h"
+#include "runtime/job.h"
 #include "runtime/trainer.h"
 
 namespace weft {
@@ -79,6 +81,13 @@ int run_train_worker(const Config& cfg, const WorkerEnv& env) {
   cfg.validate();
   const ParallelDims dims = validate_layout(env.world_size, cfg);
   const at::Device device = select_device(cfg.device, static_cast<int>(env.local_rank));
+  // Before rendezvous, so every rank checks before any allocates. CPU ranks on one host share its
+  // memory: the local ranks are RANK - LOCAL_RANK ... (torchrun's contract).
+  std::vector<RankCoord> sharing = {coord_of(dims, env.rank)};
+  if (device.is_cpu())
+    for (int64_t r = env.rank - env.local_rank; r < env.rank - env.local_rank + env.local_world_size; ++r)
+      if (r != env.rank && r >= 0 && r < env.world_size) sharing.push_back(coord_of(dims, r));
+  check_memory_fits(cfg, dims, sharing, device);
   ParallelContextOptions opts;
   opts.timeout = std::chrono::seconds(cfg.parallel.timeout_sec);
   opts.backend = collective_backend(device);
