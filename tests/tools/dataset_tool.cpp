@@ -22,7 +22,8 @@ const char* kUsage =
     "  encode SPEC               stdin text -> space-separated ids\n"
     "  decode SPEC               stdin ids -> text on stdout\n"
     "  encode-batch SPEC         stdin JSON list of strings -> JSON list of id lists\n"
-    "  decode-batch SPEC         stdin JSON list of id lists -> JSON list of strings\n";
+    "  decode-batch SPEC         stdin JSON list of id lists -> JSON list of strings\n"
+    "  pre-tokenize-batch        stdin JSON list of strings -> JSON list of GPT-2 piece lists\n";
 
 std::string read_stdin() {
   std::ios::sync_with_stdio(false);
@@ -100,6 +101,17 @@ int main(int argc, char** argv) {
       nlohmann::json out = nlohmann::json::array();
       for (const auto& ids : nlohmann::json::parse(read_stdin())) {
         out.push_back(tok->decode(ids.get<std::vector<int64_t>>()));
+      }
+      std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+      return 0;
+    }
+    if (args.size() == 1 && args[0] == "pre-tokenize-batch") {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& s : nlohmann::json::parse(read_stdin())) {
+        const std::string text = s.get<std::string>();
+        nlohmann::json pieces = nlohmann::json::array();
+        for (std::string_view p : weft::gpt2_pre_tokenize(text)) pieces.push_back(std::string(p));
+        out.push_back(std::move(pieces));
       }
       std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
       return 0;
