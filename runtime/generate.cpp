@@ -25,7 +25,8 @@ int64_t pick_next_token(const at::Tensor& logits, const GenerateOptions& opts, a
 }
 
 std::vector<int64_t> generate(TransformerImpl& model, const std::vector<int64_t>& prompt,
-                              const GenerateOptions& opts, const std::function<void(int64_t)>& on_token) {
+                              const GenerateOptions& opts,
+                              const std::function<void(int64_t)>& on_token) {
   WEFT_CHECK(!prompt.empty(), "generate: the prompt encodes to no tokens");
   WEFT_CHECK(opts.vocab_limit >= 0 && opts.vocab_limit <= model.config().vocab_size,
              "generate: vocab_limit ", opts.vocab_limit, " must be in [0, ",

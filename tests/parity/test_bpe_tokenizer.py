@@ -146,7 +146,8 @@ def sweep_code_points(spec, bpe):
     got_pieces, got_ids = finish_tool(split_tool), finish_tool(encode_tool)
     for what, got, want, redo in (
             ("pieces", got_pieces, want_pieces, lambda lines: (
-                finish_tool(start_tool(["pre-tokenize-batch"], lines)), [pieces(x) for x in lines])),
+                finish_tool(start_tool(["pre-tokenize-batch"], lines)),
+                [pieces(x) for x in lines])),
             ("ids", got_ids, want_ids, lambda lines: (
                 finish_tool(start_tool(["encode-batch", spec], lines)),
                 [e.ids for e in bpe.encode_batch(lines)]))):
@@ -166,8 +167,8 @@ def sweep_code_points(spec, bpe):
 
 def check_invalid_utf8(spec, clvp):
     data = (b"ok \xff\xfe ab \xc3 a\x80 \xed\xa0\x80 end!\xff? x\xe2\x82a \xe2\x82\xac5 it\xff's "
-            b"\xc0\xaf \xf4\x90\x80\x80z \x80\x80abc  \xff\n\xff\t\xfe  don\xf0\x9f\x98't \xf0\x9f\x98\x80"
-            b"  \xf5\x80 12\xff34 \xe0\x80\x80 '\xffs \xff")
+            b"\xc0\xaf \xf4\x90\x80\x80z \x80\x80abc  \xff\n\xff\t\xfe  don\xf0\x9f\x98't "
+            b"\xf0\x9f\x98\x80  \xf5\x80 12\xff34 \xe0\x80\x80 '\xffs \xff")
     want = slow_reference(clvp, data.decode("utf-8", "surrogateescape"), "surrogateescape")
     got = [int(x) for x in weft("encode", spec, data).split()]
     assert got == want, f"invalid UTF-8: ids differ:\n weft {got}\n  ref {want}"

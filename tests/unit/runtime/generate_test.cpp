@@ -61,7 +61,8 @@ TEST(GenerateTest, PaddedModelGeneratesOnlyTokenizerIds) {
     model->final_norm->bias.fill_(1.0);
     model->embed->weight.narrow(0, kTokenizerVocab, kModelVocab - kTokenizerVocab).fill_(1.0);
   }
-  const int64_t best = model->embed->weight.narrow(0, 0, kTokenizerVocab).sum(1).argmax().item<int64_t>();
+  const int64_t best =
+      model->embed->weight.narrow(0, 0, kTokenizerVocab).sum(1).argmax().item<int64_t>();
   GenerateOptions o;
   o.max_new_tokens = 10;  // past max_seq_len, so the window slides too
   o.vocab_limit = kTokenizerVocab;
@@ -69,7 +70,9 @@ TEST(GenerateTest, PaddedModelGeneratesOnlyTokenizerIds) {
   o.temperature = 1.0;
   for (uint64_t seed = 0; seed < 3; ++seed) {
     o.seed = seed;
-    for (int64_t id : generate(*model, {'h', 'i'}, o)) EXPECT_TRUE(id >= 0 && id < kTokenizerVocab) << id;
+    for (int64_t id : generate(*model, {'h', 'i'}, o)) {
+      EXPECT_TRUE(id >= 0 && id < kTokenizerVocab) << id;
+    }
   }
   o.vocab_limit = kModelVocab + 1;
   EXPECT_THROW(generate(*model, {'h'}, o), Error);
