@@ -3,13 +3,34 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <limits>
+
 #include "core/error.h"
 
 namespace weft {
 
+int64_t pick_next_token(const at::Tensor& logits, const GenerateOptions& opts, at::Generator& gen) {
+  const int64_t vocab = logits.size(0);
+  WEFT_CHECK(opts.vocab_limit >= 0 && opts.vocab_limit <= vocab, "generate: vocab_limit ",
+             opts.vocab_limit, " must be in [0, ", vocab, "] (the model's vocab_size)");
+  // Ids past the limit are dropped rather than masked, so neither argmax nor top-k can see them.
+  auto l = opts.vocab_limit > 0 ? logits.narrow(0, 0, opts.vocab_limit) : logits;  // (V')
+  if (opts.temperature <= 0) return l.argmax().item<int64_t>();
+  l = l / opts.temperature;
+  if (opts.top_k > 0 && opts.top_k < l.size(0)) {
+    auto kth = std::get<0>(l.topk(opts.top_k)).min();
+    l = l.masked_fill(l < kth, -std::numeric_limits<float>::infinity());
+  }
+  return at::multinomial(l.softmax(-1), 1, false, gen).item<int64_t>();
+}
+
 std::vector<int64_t> generate(TransformerImpl& model, const std::vector<int64_t>& prompt,
-                              const GenerateOptions& opts, const std::function<void(int64_t)>& on_token) {
+                              const GenerateOptions& opts,
+                              const std::function<void(int64_t)>& on_token) {
   WEFT_CHECK(!prompt.empty(), "generate: the prompt encodes to no tokens");
+  WEFT_CHECK(opts.vocab_limit >= 0 && opts.vocab_limit <= model.config().vocab_size,
+             "generate: vocab_limit ", opts.vocab_limit, " must be in [0, ",
+             model.config().vocab_size, "] (the model's vocab_size)");
   at::NoGradGuard no_grad;
   const auto device = model.embed->weight.device();
   const int64_t window = model.config().max_seq_len;
@@ -21,17 +42,7 @@ std::vector<int64_t> generate(TransformerImpl& model, const std::vector<int64_t>
                      .unsqueeze(0)
                      .to(device);                                             // (1, T)
     auto logits = model.forward(input).select(1, -1).squeeze(0).to(at::kFloat).cpu();  // (V)
-    int64_t next;
-    if (opts.temperature <= 0) {
-      next = logits.argmax().item<int64_t>();
-    } else {
-      logits = logits / opts.temperature;
-      if (opts.top_k > 0 && opts.top_k < logits.size(0)) {
-        auto kth = std::get<0>(logits.topk(opts.top_k)).min();
-        logits = logits.masked_fill(logits < kth, -std::numeric_limits<float>::infinity());
-      }
-      next = at::multinomial(logits.softmax(-1), 1, false, gen).item<int64_t>();
-    }
+    const int64_t next = pick_next_token(logits, opts, gen);
     tokens.push_back(next);
     out.push_back(next);
     if (on_token) on_token(next);

@@ -1,10 +1,9 @@
 // Byte tokenizer and GPT-2 byte-level BPE. The BPE follows OpenAI's encoder.py exactly: regex
 // pre-tokenization, bytes mapped to printable code points, and in each round the lowest-ranked
-// adjacent pair merged at every non-overlapping occurrence, left to right.
+// adjacent pair merged at every non-overlapping occurrence, left to right. The regex is not run
+// by a regex engine: gpt2_pre_tokenize scans for the same pieces with character classes taken
+// from the reference (unicode_classes.h), so no system Unicode tables are involved.
 #include "runtime/data/tokenizer.h"
-
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
 
 #include <array>
 #include <fstream>
@@ -16,6 +15,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "runtime/data/unicode_classes.h"
 
 namespace weft {
 namespace {
@@ -99,10 +99,6 @@ const ByteMap& byte_map() {
   return m;
 }
 
-// OpenAI's GPT-2 pre-tokenizer pattern, unchanged.
-constexpr const char* kGpt2Pattern =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
 std::string read_text_file(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
   WEFT_CHECK(in.good(), "cannot read ", path, " (", what, "); a gpt2:DIR tokenizer needs ",
@@ -117,10 +113,6 @@ class Gpt2Tokenizer : public Tokenizer {
   explicit Gpt2Tokenizer(const std::string& dir) : dir_(dir) {
     load_vocab(dir + "/vocab.json");
     load_merges(dir + "/merges.txt");
-    compile_pattern();
-  }
-  ~Gpt2Tokenizer() override {
-    if (code_) pcre2_code_free(code_);
   }
 
   std::vector<int64_t> encode(const std::string& text) const override;
@@ -138,7 +130,6 @@ class Gpt2Tokenizer : public Tokenizer {
  private:
   void load_vocab(const std::string& path);
   void load_merges(const std::string& path);
-  void compile_pattern();
   void bpe(const char* piece, size_t len, std::vector<int64_t>& out) const;
   void bpe_uncached(const char* piece, size_t len, std::vector<int64_t>& out) const;
 
@@ -157,10 +148,6 @@ class Gpt2Tokenizer : public Tokenizer {
   };
   std::unordered_map<uint64_t, Merge> merges_;  // (left id, right id) -> merge
   int64_t eos_ = -1;
-
-  // Compiled once and only read afterwards, so matching from several threads is safe (a JIT
-  // stack could not be shared; matches use PCRE2's per-thread default one).
-  pcre2_code* code_ = nullptr;
 
   // Pre-token -> ids. Text repeats words heavily, so this skips most BPE work; it is cleared
   // when it grows past kCacheEntries to bound memory on large corpora.
@@ -231,56 +218,9 @@ void Gpt2Tokenizer::load_merges(const std::string& path) {
   }
 }
 
-void Gpt2Tokenizer::compile_pattern() {
-  int err = 0;
-  PCRE2_SIZE offset = 0;
-  // MATCH_INVALID_UTF: invalid UTF-8 is never matched instead of failing the whole call (and
-  // the subject is not re-validated on every call, which would be quadratic).
-  code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kGpt2Pattern), PCRE2_ZERO_TERMINATED,
-                        PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &offset, nullptr);
-  if (!code_) {
-    PCRE2_UCHAR msg[256];
-    pcre2_get_error_message(err, msg, sizeof(msg));
-    fail(str("cannot compile the GPT-2 pre-tokenizer regex: ", reinterpret_cast<char*>(msg),
-             " (PCRE2 must be built with Unicode support)"));
-  }
-  // JIT is an optimisation; without it the interpreter gives the same matches.
-  pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);
-}
-
 std::vector<int64_t> Gpt2Tokenizer::encode(const std::string& text) const {
   std::vector<int64_t> ids;
-  if (text.empty()) return ids;
-  const PCRE2_SPTR subject = reinterpret_cast<PCRE2_SPTR>(text.data());
-  const PCRE2_SIZE n = text.size();
-  pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_, nullptr);
-  WEFT_CHECK(md != nullptr, "out of memory creating regex match data");
-  PCRE2_SIZE at = 0;
-  try {
-    while (at < n) {
-      int rc = pcre2_match(code_, subject, n, at, 0, md, nullptr);
-      // The JIT's default stack is small; the interpreter keeps its frames on the heap.
-      if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
-        rc = pcre2_match(code_, subject, n, at, PCRE2_NO_JIT, md, nullptr);
-      }
-      PCRE2_SIZE begin = n, end = n;
-      if (rc >= 0) {
-        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
-        begin = ov[0];
-        end = ov[1];
-      } else {
-        WEFT_CHECK(rc == PCRE2_ERROR_NOMATCH, "GPT-2 pre-tokenizer regex failed with code ", rc);
-      }
-      // Bytes no alternative matches can only be invalid UTF-8; they still have byte tokens.
-      if (begin > at) bpe(text.data() + at, begin - at, ids);
-      if (end > begin) bpe(text.data() + begin, end - begin, ids);
-      at = end > begin ? end : (begin < n ? begin + 1 : n);
-    }
-  } catch (...) {
-    pcre2_match_data_free(md);
-    throw;
-  }
-  pcre2_match_data_free(md);
+  for (std::string_view piece : gpt2_pre_tokenize(text)) bpe(piece.data(), piece.size(), ids);
   return ids;
 }
 
@@ -387,7 +327,76 @@ std::string Gpt2Tokenizer::decode(const std::vector<int64_t>& ids) const {
   return out;
 }
 
+// One character of the text to the pre-tokenizer: its class and length in bytes. A byte that is
+// not valid UTF-8 is one character of class kOther, as when Python decodes with
+// errors="surrogateescape" and the regex meets the lone surrogate standing for that byte.
+struct TextChar {
+  Gpt2CharClass cls;
+  size_t len;
+};
+
+TextChar char_at(std::string_view s, size_t at) {
+  size_t len = 1;
+  const uint32_t cp = decode_utf8(s, at, len);
+  return {cp == kInvalidUtf8 ? Gpt2CharClass::kOther : gpt2_char_class(cp), len};
+}
+
+// Byte length of the contraction at s[at] ('s 't 're 've 'm 'll 'd; lowercase only, as in
+// GPT-2), or 0.
+size_t contraction_at(std::string_view s, size_t at) {
+  if (s[at] != '\'') return 0;
+  for (std::string_view suffix : {"s", "t", "re", "ve", "m", "ll", "d"}) {
+    if (s.substr(at + 1, suffix.size()) == suffix) return 1 + suffix.size();
+  }
+  return 0;
+}
+
+// End of the run of characters of class `cls` starting at s[at].
+size_t run_end(std::string_view s, size_t at, Gpt2CharClass cls) {
+  while (at < s.size()) {
+    const TextChar c = char_at(s, at);
+    if (c.cls != cls) break;
+    at += c.len;
+  }
+  return at;
+}
+
+// End of the piece starting at s[at]: what the first alternative of
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// that matches at `at` matches, as a backtracking regex engine (the reference's) takes it.
+size_t piece_end(std::string_view s, size_t at) {
+  if (const size_t n = contraction_at(s, at)) return at + n;
+  TextChar first = char_at(s, at);
+  size_t start = at;
+  // ` ?`: one ASCII space may lead a run of letters, numbers or other characters.
+  if (s[at] == ' ' && at + 1 < s.size()) {
+    const TextChar next = char_at(s, at + 1);
+    if (next.cls != Gpt2CharClass::kSpace) first = next, start = at + 1;
+  }
+  if (first.cls != Gpt2CharClass::kSpace) return run_end(s, start, first.cls);
+  // Whitespace: `\s+(?!\S)` backs off one character when the run is followed by a non-space
+  // (which then takes a leading space, if that was it); a run of one then falls to `\s+`.
+  size_t last = at, end = at;
+  while (end < s.size()) {
+    const TextChar c = char_at(s, end);
+    if (c.cls != Gpt2CharClass::kSpace) break;
+    last = end;
+    end += c.len;
+  }
+  return end == s.size() || last == at ? end : last;
+}
+
 }  // namespace
+
+std::vector<std::string_view> gpt2_pre_tokenize(std::string_view text) {
+  std::vector<std::string_view> pieces;
+  for (size_t at = 0; at < text.size();) {
+    const size_t end = piece_end(text, at);  // > at: every character is in some alternative
+    pieces.push_back(text.substr(at, end - at));
+    at = end;
+  }
+  return pieces;
+}
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();

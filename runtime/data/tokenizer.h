@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace weft {
@@ -33,5 +34,12 @@ class Tokenizer {
 //   "<|endoftext|>" when the vocabulary has it.
 // Throws weft::Error for an unknown spec, or naming the missing or malformed file.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
+
+// GPT-2's pre-tokenizer: splits `text` where the regex
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// of Hugging Face `tokenizers` (the reference) would, with its Unicode classes for every code
+// point. A byte that is not valid UTF-8 counts as one character that is neither letter, number
+// nor space. Returns views into `text` that cover it exactly, in order; none is empty.
+std::vector<std::string_view> gpt2_pre_tokenize(std::string_view text);
 
 }  // namespace weft

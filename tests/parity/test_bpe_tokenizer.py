@@ -5,6 +5,12 @@ Trains a small byte-level BPE with `tokenizers` on text generated here, then che
 (the Rust `tokenizers` backend), (2) the trained tokenizers.ByteLevelBPETokenizer itself and
 (3) OpenAI's original algorithm as kept in transformers' slow ClvpTokenizer (Python `regex`
 pre-tokenizer + rank-ordered merges), used without its text normaliser. Also checks decode.
+
+Then sweeps every assigned code point (and a sample of the unassigned planes) after a letter,
+a digit, punctuation and a space against `tokenizers`, whose Unicode classes are the
+reference, comparing pre-tokenizer pieces and ids; and checks invalid UTF-8 against the slow
+reference run on the text decoded with errors="surrogateescape" (each invalid byte then a
+character that is neither letter, number nor space).
 """
 import json
 import os
@@ -17,7 +23,7 @@ import warnings
 warnings.filterwarnings("ignore")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tokenizers import ByteLevelBPETokenizer  # noqa: E402
+from tokenizers import ByteLevelBPETokenizer, pre_tokenizers  # noqa: E402
 from transformers import GPT2Tokenizer  # noqa: E402
 from transformers.models.clvp.tokenization_clvp import ClvpTokenizer  # noqa: E402
 
@@ -75,15 +81,100 @@ def weft_encode(spec, s):
     return [int(x) for x in weft("encode", spec, s.encode("utf-8")).split()]
 
 
-def slow_reference(clvp, s):
+def slow_reference(clvp, s, errors="strict"):
     """OpenAI encoder.py semantics via ClvpTokenizer's regex, byte map and bpe(), no normaliser."""
     import regex
 
     ids = []
     for piece in regex.findall(clvp.pat, s):
-        mapped = "".join(clvp.byte_encoder[b] for b in piece.encode("utf-8"))
+        mapped = "".join(clvp.byte_encoder[b] for b in piece.encode("utf-8", errors))
         ids.extend(clvp.encoder[t] for t in clvp.bpe(mapped).split(" "))
     return ids
+
+
+SWEEP_CHUNK = 4096
+
+
+def sweep_line(c):
+    """c after a letter, a digit, punctuation and a space: whatever class c has, the pieces of
+    "a{c}", "1{c}" and "!{c}" show whether it is a letter, a number or neither."""
+    ch = chr(c)
+    return f"a{ch}1{ch}!{ch} {ch}x"
+
+
+def sweep_code_points_to_check():
+    """Planes 0-3 and 14-16 whole (every code point assigned in any Unicode version so far lies
+    there, private use included), surrogates excepted; of planes 4-13, still unassigned, every
+    61st code point."""
+    return [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF
+            and (c < 0x40000 or c >= 0xE0000 or c % 61 == 0)]
+
+
+def start_tool(args, payload):
+    """Starts weft_dataset_tool on a JSON payload; it reads all of stdin before writing."""
+    tool = subprocess.Popen([TOOL, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    tool.stdin.write(json.dumps(payload).encode())
+    tool.stdin.close()
+    return tool
+
+
+def finish_tool(tool):
+    out, err = tool.stdout.read(), tool.stderr.read()
+    assert tool.wait() == 0, f"weft_dataset_tool {tool.args[1]} failed: {err.decode()}"
+    return json.loads(out)
+
+
+def sweep_code_points(spec, bpe):
+    """sweep_line for each code point of sweep_code_points_to_check, SWEEP_CHUNK lines a text.
+    Weft's pre-tokenizer pieces must be those of tokenizers' ByteLevel pre-tokenizer (the ids of
+    a small vocabulary cannot show every split: most byte pairs never merge), and Weft's ids
+    those of tokenizers. Both tool calls run while tokenizers works here; a text that differs
+    is retried line by line to name the code points. Returns how many were checked."""
+    cps = sweep_code_points_to_check()
+    chunks = [cps[i:i + SWEEP_CHUNK] for i in range(0, len(cps), SWEEP_CHUNK)]
+    texts = ["\n".join(sweep_line(c) for c in chunk) for chunk in chunks]
+    split_tool = start_tool(["pre-tokenize-batch"], texts)
+    encode_tool = start_tool(["encode-batch", spec], texts)
+    pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+    def pieces(text):
+        return [text[b:e] for _, (b, e) in pre.pre_tokenize_str(text)]
+
+    want_pieces = [pieces(t) for t in texts]
+    want_ids = [e.ids for e in bpe.encode_batch(texts)]
+    got_pieces, got_ids = finish_tool(split_tool), finish_tool(encode_tool)
+    for what, got, want, redo in (
+            ("pieces", got_pieces, want_pieces, lambda lines: (
+                finish_tool(start_tool(["pre-tokenize-batch"], lines)),
+                [pieces(x) for x in lines])),
+            ("ids", got_ids, want_ids, lambda lines: (
+                finish_tool(start_tool(["encode-batch", spec], lines)),
+                [e.ids for e in bpe.encode_batch(lines)]))):
+        bad = [i for i, (g, w) in enumerate(zip(got, want)) if g != w]
+        if bad:
+            chunk = chunks[bad[0]]
+            lines = [sweep_line(c) for c in chunk]
+            got_lines, want_lines = redo(lines)
+            first = [f"U+{c:04X} {line!r}: weft {g!r}, tokenizers {w!r}"
+                     for c, line, g, w in zip(chunk, lines, got_lines, want_lines) if g != w]
+            raise AssertionError(f"{what} differ from tokenizers in {len(bad)} of {len(texts)} "
+                                 f"sweep texts; in the first, for {len(first)} code points: "
+                                 + "\n".join(first[:8]))
+    assert len(got_pieces) == len(got_ids) == len(texts), "the tool skipped texts"
+    return len(cps)
+
+
+def check_invalid_utf8(spec, clvp):
+    data = (b"ok \xff\xfe ab \xc3 a\x80 \xed\xa0\x80 end!\xff? x\xe2\x82a \xe2\x82\xac5 it\xff's "
+            b"\xc0\xaf \xf4\x90\x80\x80z \x80\x80abc  \xff\n\xff\t\xfe  don\xf0\x9f\x98't "
+            b"\xf0\x9f\x98\x80  \xf5\x80 12\xff34 \xe0\x80\x80 '\xffs \xff")
+    want = slow_reference(clvp, data.decode("utf-8", "surrogateescape"), "surrogateescape")
+    got = [int(x) for x in weft("encode", spec, data).split()]
+    assert got == want, f"invalid UTF-8: ids differ:\n weft {got}\n  ref {want}"
+    back = weft("decode", spec, " ".join(map(str, got)).encode())
+    assert back == data, f"invalid UTF-8 does not round-trip: {back!r}"
+    return len(got)
 
 
 def main():
@@ -138,6 +229,12 @@ def main():
         print(f"parity_bpe_tokenizer: {len(cases)} texts, {total} tokens identical to "
               f"transformers GPT2Tokenizer, tokenizers ByteLevelBPE and the slow reference "
               f"(vocab {bpe.get_vocab_size()}, {n_merges} merges); decode round-trips")
+        n = sweep_code_points(spec, bpe)
+        print(f"parity_bpe_tokenizer: {n} code points (all of planes 0-3 and 14-16) after "
+              f"letters, digits, punctuation and a space give tokenizers' pieces and ids")
+        n = check_invalid_utf8(spec, clvp)
+        print(f"parity_bpe_tokenizer: invalid UTF-8 gives the slow reference's {n} ids "
+              f"(bytes decoded with surrogateescape) and round-trips")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ const char* kUsage =
     "  decode SPEC               stdin ids -> text on stdout\n"
     "  encode-batch SPEC         stdin JSON list of strings -> JSON list of id lists\n"
     "  decode-batch SPEC         stdin JSON list of id lists -> JSON list of strings\n"
+    "  pre-tokenize-batch        stdin JSON list of strings -> JSON list of GPT-2 piece lists\n"
     "  samples CONFIG FIRST COUNT [KEY=VALUE]...\n"
     "                            JSON list of the training samples FIRST.. of the job's train\n"
     "                            split, in the order the trainer takes them (seq_len + 1 ids)\n";
@@ -125,6 +126,17 @@ int main(int argc, char** argv) {
       nlohmann::json out = nlohmann::json::array();
       for (const auto& ids : nlohmann::json::parse(read_stdin())) {
         out.push_back(tok->decode(ids.get<std::vector<int64_t>>()));
+      }
+      std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+      return 0;
+    }
+    if (args.size() == 1 && args[0] == "pre-tokenize-batch") {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& s : nlohmann::json::parse(read_stdin())) {
+        const std::string text = s.get<std::string>();
+        nlohmann::json pieces = nlohmann::json::array();
+        for (std::string_view p : weft::gpt2_pre_tokenize(text)) pieces.push_back(std::string(p));
+        out.push_back(std::move(pieces));
       }
       std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
       return 0;

@@ -252,14 +252,17 @@ int cmd_generate(const CliArgs& a) {
   g.top_k = a.top_k;
   g.seed = static_cast<uint64_t>(a.seed);
   g.stop_token = tok->eos_id();
-  std::printf("%s", a.prompt.c_str());
-  std::fflush(stdout);
-  auto out = generate(*m.model, tok->encode(a.prompt), g, [&](int64_t t) {
-    if (t == tok->eos_id()) return;
-    std::printf("%s", tok->decode({t}).c_str());
+  g.vocab_limit = tok->vocab_size();  // the model's vocabulary may be padded past it
+  // Text is bytes: written with their length, so a NUL byte (a valid token) is not an end.
+  auto write = [](const std::string& bytes) {
+    std::fwrite(bytes.data(), 1, bytes.size(), stdout);
     std::fflush(stdout);
+  };
+  write(a.prompt);
+  auto out = generate(*m.model, tok->encode(a.prompt), g, [&](int64_t t) {
+    if (t != g.stop_token) write(tok->decode({t}));
   });
-  std::printf("\n");
+  write("\n");
   return 0;
 }
 

@@ -1,5 +1,6 @@
-// Tokenizers: the byte tokenizer's round trip, and GPT-2 BPE on a tiny hand-made vocabulary
-// (pre-tokenizer boundaries, merge order, invalid UTF-8, eos, and file errors).
+// Tokenizers: the byte tokenizer's round trip, GPT-2 BPE on a tiny hand-made vocabulary
+// (pre-tokenizer boundaries, merge order, invalid UTF-8, eos, and file errors), and the
+// pre-tokenizer's pieces and character classes against values printed by the reference.
 #include "runtime/data/tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -7,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "runtime/data/unicode_classes.h"
 #include "tests/unit/runtime/data/data_test_util.h"
 
 namespace weft {
@@ -224,6 +226,87 @@ TEST(Gpt2TokenizerTest, FileErrorsNameTheFile) {
   msg = error_of([&] { tok->encode("abc"); });
   EXPECT_NE(msg.find("vocab.json"), std::string::npos) << msg;
   EXPECT_NE(error_of([&] { tok->decode({7}); }).find("7"), std::string::npos);
+}
+
+using Pieces = std::vector<std::string>;
+
+Pieces pieces_of(const std::string& text) {
+  Pieces out;
+  for (std::string_view p : gpt2_pre_tokenize(text)) out.emplace_back(p);
+  return out;
+}
+
+TEST(Gpt2PreTokenizeTest, PiecesMatchTheReference) {
+  // Expected pieces: Hugging Face tokenizers 0.23.3,
+  // pre_tokenizers.ByteLevel(add_prefix_space=False).pre_tokenize_str(text), as UTF-8.
+  // U+180E is not whitespace there (it was before Unicode 6.3); U+1C89 is a letter (Unicode 16).
+  EXPECT_EQ(pieces_of("word \u180Eword"), (Pieces{"word", " \u180E", "word"}));
+  EXPECT_EQ(pieces_of("x \u1C89y"), (Pieces{"x", " \u1C89y"}));
+  EXPECT_EQ(pieces_of("a\u3000 b"), (Pieces{"a", "\u3000", " b"}));
+  EXPECT_EQ(pieces_of("x\u00A0\u00A0y"), (Pieces{"x", "\u00A0", "\u00A0", "y"}));
+  EXPECT_EQ(pieces_of("1\u00BD\u2167 \U0001D7CE"), (Pieces{"1\u00BD\u2167", " \U0001D7CE"}));
+  EXPECT_EQ(pieces_of("\U0002F800\U00010000 \U0001F600!"),
+            (Pieces{"\U0002F800\U00010000", " \U0001F600!"}));
+  EXPECT_EQ(pieces_of("a\x1C\x1F" "b"), (Pieces{"a", "\x1C\x1F", "b"}));
+  EXPECT_EQ(pieces_of("a\u0085 b"), (Pieces{"a", "\u0085", " b"}));
+  EXPECT_EQ(pieces_of("a  b   "), (Pieces{"a", " ", " b", "   "}));
+  EXPECT_EQ(pieces_of("?'s ''s"), (Pieces{"?'", "s", " ''", "s"}));
+  EXPECT_TRUE(pieces_of("").empty());
+}
+
+TEST(Gpt2PreTokenizeTest, InvalidUtf8BytesAreOtherCharacters) {
+  // Expected pieces: OpenAI's regex (Python `regex`) over bytes.decode("utf-8",
+  // "surrogateescape"), each piece encoded back the same way: every invalid byte is one
+  // character that is neither letter, number nor space.
+  EXPECT_EQ(pieces_of("!\xFF?"), (Pieces{"!\xFF?"}));
+  EXPECT_EQ(pieces_of("a\xFF" "b"), (Pieces{"a", "\xFF", "b"}));
+  EXPECT_EQ(pieces_of(" \xFF"), (Pieces{" \xFF"}));
+  EXPECT_EQ(pieces_of("  \xFF"), (Pieces{" ", " \xFF"}));
+  EXPECT_EQ(pieces_of("x\xE2\x82" "a"), (Pieces{"x", "\xE2\x82", "a"}));
+  EXPECT_EQ(pieces_of("\xE2\x82\xAC" "5"), (Pieces{"\xE2\x82\xAC", "5"}));
+  EXPECT_EQ(pieces_of("it\xFF's"), (Pieces{"it", "\xFF'", "s"}));
+  EXPECT_EQ(pieces_of("\xC0\xAF \xF4\x90\x80\x80"), (Pieces{"\xC0\xAF", " \xF4\x90\x80\x80"}));
+  EXPECT_EQ(pieces_of("\xED\xA0\x80z"), (Pieces{"\xED\xA0\x80", "z"}));
+  EXPECT_EQ(pieces_of("\xF0\x9F\x98\x80\xF0\x9F\x98"), (Pieces{"\xF0\x9F\x98\x80\xF0\x9F\x98"}));
+  // A NUL byte is an ordinary (other) character.
+  EXPECT_EQ(pieces_of(std::string("a\0\0 b", 5)), (Pieces{"a", std::string("\0\0", 2), " b"}));
+}
+
+TEST(UnicodeClassesTest, DecodeUtf8IsStrict) {
+  size_t len = 0;
+  EXPECT_EQ(decode_utf8("A", 0, len), 0x41u);
+  EXPECT_EQ(len, 1u);
+  EXPECT_EQ(decode_utf8("\xF0\x9F\x98\x80", 0, len), 0x1F600u);
+  EXPECT_EQ(len, 4u);
+  EXPECT_EQ(decode_utf8("\xF4\x8F\xBF\xBF", 0, len), 0x10FFFFu);
+  EXPECT_EQ(decode_utf8("x\xE2\x82\xAC", 1, len), 0x20ACu);
+  EXPECT_EQ(len, 3u);
+  for (const char* bad : {"\x80", "\xC0\xAF", "\xC1\xBF", "\xE0\x80\x80", "\xED\xA0\x80",
+                          "\xF0\x80\x80\x80", "\xF4\x90\x80\x80", "\xF5\x80\x80\x80", "\xFF",
+                          "\xE2\x82", "\xE2\x82" "A", "\xC3"}) {
+    EXPECT_EQ(decode_utf8(bad, 0, len), kInvalidUtf8) << bad;
+    EXPECT_EQ(len, 1u) << bad;
+  }
+}
+
+TEST(UnicodeClassesTest, ClassesFollowTheReference) {
+  // Classes as the reference's ByteLevel pre-tokenizer shows them (tokenizers 0.23.3).
+  EXPECT_EQ(gpt2_char_class('a'), Gpt2CharClass::kLetter);
+  EXPECT_EQ(gpt2_char_class('7'), Gpt2CharClass::kNumber);
+  EXPECT_EQ(gpt2_char_class(' '), Gpt2CharClass::kSpace);
+  EXPECT_EQ(gpt2_char_class(0x0B), Gpt2CharClass::kSpace);
+  EXPECT_EQ(gpt2_char_class(0x1C), Gpt2CharClass::kOther);
+  EXPECT_EQ(gpt2_char_class('\''), Gpt2CharClass::kOther);
+  EXPECT_EQ(gpt2_char_class(0x180E), Gpt2CharClass::kOther);
+  EXPECT_EQ(gpt2_char_class(0x1C89), Gpt2CharClass::kLetter);
+  EXPECT_EQ(gpt2_char_class(0x3000), Gpt2CharClass::kSpace);
+  EXPECT_EQ(gpt2_char_class(0x2167), Gpt2CharClass::kNumber);
+  EXPECT_EQ(gpt2_char_class(0x1D7CE), Gpt2CharClass::kNumber);
+  EXPECT_EQ(gpt2_char_class(0x2F800), Gpt2CharClass::kLetter);
+  EXPECT_EQ(gpt2_char_class(0x1F600), Gpt2CharClass::kOther);
+  EXPECT_EQ(gpt2_char_class(0xD800), Gpt2CharClass::kOther);
+  EXPECT_EQ(gpt2_char_class(0x10FFFF), Gpt2CharClass::kOther);
+  EXPECT_EQ(gpt2_char_class(0x110000), Gpt2CharClass::kOther);
 }
 
 }  // namespace
