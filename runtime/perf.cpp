@@ -11,9 +11,10 @@
 namespace weft {
 
 double training_flops_per_token(const ModelConfig& cfg, int64_t seq_len) {
-  // Padded rows included, as count_parameters counts them (Megatron's accounting too).
-  const double V = cfg.padded_vocab_size(), C = cfg.hidden_size, L = cfg.num_layers;
-  double matmul_params = double(count_parameters(cfg)) - V * C;  // the input lookup is no matmul
+  // Model FLOPs of the published model: a padded vocabulary's extra rows are overhead, not model
+  // work, so they do not count toward MFU (PaLM's definition).
+  const double V = cfg.vocab_size, C = cfg.hidden_size, L = cfg.num_layers;
+  double matmul_params = double(count_published_parameters(cfg)) - V * C;  // the input lookup is no matmul
   if (cfg.family == "gpt2") matmul_params -= double(cfg.max_seq_len) * C;
   if (cfg.tie_embeddings) matmul_params += V * C;  // the head still multiplies by it
   return 6.0 * matmul_params + 12.0 * L * C * double(seq_len);

@@ -8,7 +8,8 @@
 
 namespace weft {
 
-// Training FLOPs per token (forward + backward = 3x forward): 6 x (parameters used in matmuls)
+// Training FLOPs per token of the published model (padded vocabulary rows excluded; forward +
+// backward = 3x forward): 6 x (parameters used in matmuls)
 // + 12 x layers x hidden x seq_len for attention scores (Megatron/PaLM accounting).
 double training_flops_per_token(const ModelConfig& cfg, int64_t seq_len);
 
