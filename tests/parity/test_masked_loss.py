@@ -3,7 +3,8 @@ checkpoint; a global batch of 8 sequences whose labels are -100 (not counted) on
 of the positions, different in every sequence, is written as an indexed dataset plus its
 loss-mask companion (PREFIX.loss_mask) by megatron-core's own IndexedDatasetBuilder. Weft's
 first-step loss and gradient norm (before clipping), with micro-batch 1, 2 and 8, with dp 2 (ZeRO
-on and off), with (tp, pp) = (2, 2) and with tp 2 under sequence parallelism, must equal
+on and off), with (tp, pp) = (2, 2), with tp 2 under sequence parallelism and with tp 4 (each of
+the 2 KV heads replicated on two ranks), must equal
 torch.nn.functional.cross_entropy(ignore_index=-100)'s mean over all counted tokens of the full
 batch and the L2 norm of its gradient, within 1e-5 relative. Without a mask, Weft's loss is the
 plain mean over every token. A second model ties its input and output embeddings: split over
@@ -109,7 +110,9 @@ def main():
              ("dp2_zero", ["train.micro_batch_size=2", "parallel.zero=1"], 2),
              ("tp2_pp2", ["train.micro_batch_size=2", "parallel.tp=2", "parallel.pp=2"], 4),
              # Norm weights are replicated over TP but see only their rank's sequence slice.
-             ("tp2_sp", ["train.micro_batch_size=2", "parallel.tp=2", "parallel.sequence_parallel=true"], 2)]
+             ("tp2_sp", ["train.micro_batch_size=2", "parallel.tp=2", "parallel.sequence_parallel=true"], 2),
+             # 2 KV heads over 4 ranks: each KV head is held by two ranks whose gradients add up.
+             ("tp4", ["train.micro_batch_size=2", "parallel.tp=4"], 4)]
     ref = reference(model, stream, mask)
     for name, sets, nproc in cases:
         compare("masked " + name, first_step(work, name, ckpt, masked, sets, nproc), ref)
