@@ -3,9 +3,13 @@ checkpoint; a global batch of 8 sequences whose labels are -100 (not counted) on
 of the positions, different in every sequence, is written as an indexed dataset plus its
 loss-mask companion (PREFIX.loss_mask) by megatron-core's own IndexedDatasetBuilder. Weft's
 first-step loss and gradient norm (before clipping), with micro-batch 1, 2 and 8, with dp 2 (ZeRO
-on and off) and with (tp, pp) = (2, 2), must equal torch.nn.functional.cross_entropy(
-ignore_index=-100)'s mean over all counted tokens of the full batch and the L2 norm of its
-gradient, within 1e-5 relative. Without a mask, Weft's loss is the plain mean over every token.
+on and off), with (tp, pp) = (2, 2), with tp 2 under sequence parallelism and with tp 4 (each of
+the 2 KV heads replicated on two ranks), must equal
+torch.nn.functional.cross_entropy(ignore_index=-100)'s mean over all counted tokens of the full
+batch and the L2 norm of its gradient, within 1e-5 relative. Without a mask, Weft's loss is the
+plain mean over every token. A second model ties its input and output embeddings: split over
+pp 2 (and tp 2 x pp 2), the first and last stage each hold a copy whose gradients must add up
+to PyTorch's gradient of the one shared matrix.
 
 The dataset holds exactly one global batch (8 samples of seq_len + 1 tokens, overlapping by one
 as GPT samples do), so the first step sees all 8 sequences whatever order the sampler shuffles
@@ -62,19 +66,33 @@ def first_step(work, name, ckpt, prefix, sets, nproc=1):
     return rows[0]["loss"], rows[0]["grad_norm"]
 
 
-def main():
-    work = tmpdir("masked")
-    torch.manual_seed(0)
+def converted(work, name, tied):
+    """A random-weight Llama (norm weights perturbed too) and its Weft checkpoint."""
     cfg = LlamaConfig(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, intermediate_size=128, max_position_embeddings=64,
-                      rms_norm_eps=1e-5, tie_word_embeddings=False)
+                      rms_norm_eps=1e-5, tie_word_embeddings=tied)
     model = LlamaForCausalLM(cfg).float()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
-    hf, ckpt = os.path.join(work, "hf"), os.path.join(work, "ckpt")
+    hf, ckpt = os.path.join(work, name + "_hf"), os.path.join(work, name + "_ckpt")
     model.save_pretrained(hf, safe_serialization=True)
     weft("convert", "--from", "hf:" + hf, "--to", "ckpt:" + ckpt)
+    return model, ckpt
+
+
+def compare(name, got, ref):
+    (loss, norm), (ref_loss, ref_norm) = got, ref
+    lrel, nrel = abs(loss - ref_loss) / ref_loss, abs(norm - ref_norm) / ref_norm
+    check(lrel < 1e-5 and nrel < 1e-5,
+          f"{name}: loss {loss:.7f} vs PyTorch {ref_loss:.7f} (rel {lrel:.1e}), "
+          f"grad_norm {norm:.7f} vs {ref_norm:.7f} (rel {nrel:.1e})")
+
+
+def main():
+    work = tmpdir("masked")
+    torch.manual_seed(0)
+    model, ckpt = converted(work, "untied", tied=False)
 
     g = torch.Generator().manual_seed(1)
     stream = torch.randint(0, V, (B * T + 1,), generator=g)
@@ -90,14 +108,23 @@ def main():
              ("mbs8", ["train.micro_batch_size=8"], 1),
              ("dp2", ["train.micro_batch_size=2"], 2),
              ("dp2_zero", ["train.micro_batch_size=2", "parallel.zero=1"], 2),
-             ("tp2_pp2", ["train.micro_batch_size=2", "parallel.tp=2", "parallel.pp=2"], 4)]
-    ref_loss, ref_norm = reference(model, stream, mask)
+             ("tp2_pp2", ["train.micro_batch_size=2", "parallel.tp=2", "parallel.pp=2"], 4),
+             # Norm weights are replicated over TP but see only their rank's sequence slice.
+             ("tp2_sp", ["train.micro_batch_size=2", "parallel.tp=2", "parallel.sequence_parallel=true"], 2),
+             # 2 KV heads over 4 ranks: each KV head is held by two ranks whose gradients add up.
+             ("tp4", ["train.micro_batch_size=2", "parallel.tp=4"], 4)]
+    ref = reference(model, stream, mask)
     for name, sets, nproc in cases:
-        loss, norm = first_step(work, name, ckpt, masked, sets, nproc)
-        lrel, nrel = abs(loss - ref_loss) / ref_loss, abs(norm - ref_norm) / ref_norm
-        check(lrel < 1e-5 and nrel < 1e-5,
-              f"masked {name}: loss {loss:.7f} vs PyTorch {ref_loss:.7f} (rel {lrel:.1e}), "
-              f"grad_norm {norm:.7f} vs {ref_norm:.7f} (rel {nrel:.1e})")
+        compare("masked " + name, first_step(work, name, ckpt, masked, sets, nproc), ref)
+
+    tied_model, tied_ckpt = converted(work, "tied", tied=True)
+    ref = reference(tied_model, stream, mask)
+    tied_cases = [("pp2", ["train.micro_batch_size=2", "parallel.pp=2"], 2),
+                  ("tp2_pp2", ["train.micro_batch_size=2", "parallel.tp=2", "parallel.pp=2"], 4)]
+    for name, sets, nproc in tied_cases:
+        got = first_step(work, "tied_" + name, tied_ckpt, masked, sets, nproc)
+        compare("tied embeddings, masked " + name, got, ref)
+
     ref_loss, ref_norm = reference(model, stream, None)
     loss, norm = first_step(work, "plain", ckpt, plain, ["train.micro_batch_size=2"])
     lrel, nrel = abs(loss - ref_loss) / ref_loss, abs(norm - ref_norm) / ref_norm

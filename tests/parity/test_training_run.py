@@ -1,7 +1,8 @@
 """End-to-end single-process training on a tiny Llama and GPT-2, against an independent trainer:
 - parity: Weft's first steps (loss and grad norm at every step) equal a plain PyTorch loop over
   transformers' model built from Weft's exported step-0 weights, trained with torch.optim.AdamW,
-  the documented LR schedule and clip_grad_norm_ on the very batches Weft read;
+  the documented LR schedule and clip_grad_norm_ on the very batches Weft read (once more with
+  AdamW's eps = 1, where its step is nearly lr * gradient and a clipping error shows at once);
 - the run directory holds config.yaml, metrics.jsonl (every documented field, with values that
   follow from the config) and tb/ event files TensorBoard's own reader reads back;
 - exact resume, proven by the `resume` record at step K and the next step being K + 1 (a silent
@@ -142,9 +143,10 @@ def rel(a, b):
     return abs(a - b) / abs(b)
 
 
-def parity(cfg, work):
-    """Weft's first PARITY_STEPS steps against the reference loop; returns (hf_dir, batches)."""
-    name = cfg.split(".")[0]
+def parity(cfg, work, tag="", sets=()):
+    """Weft's first PARITY_STEPS steps (with --set `sets`) against the reference loop; returns
+    (hf_dir, batches)."""
+    name = cfg.split(".")[0] + tag
     # lr = 0 for one step leaves the weights as initialised (AdamW moves them by lr * ...): the
     # step-1 checkpoint holds the step-0 model.
     init = os.path.join(work, name + "_init")
@@ -153,10 +155,10 @@ def parity(cfg, work):
     weft("convert", "--from", "ckpt:" + init, "--to", "hf:" + hf_dir)
 
     run_dir = os.path.join(work, name + "_parity")
-    train(cfg, run_dir, f"train.steps={PARITY_STEPS}")
+    train(cfg, run_dir, f"train.steps={PARITY_STEPS}", *sets)
     with open(os.path.join(run_dir, "config.yaml")) as f:
         t = yaml.safe_load(f)["train"]
-    batches = weft_batches(cfg, [f"train.steps={PARITY_STEPS}"], PARITY_STEPS * t["global_batch_size"])
+    batches = weft_batches(cfg, [f"train.steps={PARITY_STEPS}", *sets], PARITY_STEPS * t["global_batch_size"])
     windows = corpus_windows(PREFIX + "_text", t["seq_len"], train_docs=round(0.9 * DOCS))
     check(batches.shape == (PARITY_STEPS * t["global_batch_size"], t["seq_len"] + 1) and
           all(tuple(b.tolist()) in windows for b in batches),
@@ -359,6 +361,12 @@ def main():
     PREFIX = make_dataset(work, documents=DOCS)
     os.replace(os.path.join(work, "corpus.txt"), PREFIX + "_text")
 
+    # Clipping first: AdamW divides by sqrt(v), so a gradient scaled by a clip coefficient moves
+    # the weights almost as far as an unclipped one, and a wrong coefficient shows only a few
+    # steps later. With eps = 1 (far above every |gradient| element) AdamW's step is nearly
+    # lr * gradient, so the coefficient shows in the very next loss.
+    parity("llama-tiny.yaml", work, "_sgdlike", ["optim.eps=1", "optim.lr=1", "optim.warmup_steps=0",
+                                                 "optim.clip_grad=0.5"])
     hf = {}
     for cfg in ("llama-tiny.yaml", "gpt2-tiny.yaml"):
         hf[cfg] = parity(cfg, work)

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -105,11 +106,34 @@ TEST_F(TensorBoardWriterTest, WritesFramedEventsAndFlushes) {
   EXPECT_NE(records[3].find("loss"), std::string::npos);
 }
 
+// Two writers in one directory (a resumed run in the same process) must not share or clobber a
+// file: each file holds its own file_version record and exactly its own writer's scalar.
 TEST_F(TensorBoardWriterTest, TwoWritersGetTwoFiles) {
-  TensorBoardWriter a(dir_), b(dir_);
-  EXPECT_NE(a.path(), b.path());
-  a.add_scalar("x", 1, 0);
-  b.add_scalar("x", 2, 0);
+  std::string path_a, path_b;
+  {
+    TensorBoardWriter a(dir_), b(dir_);
+    path_a = a.path(), path_b = b.path();
+    EXPECT_NE(path_a, path_b);
+    a.add_scalar("x", 1, 0);
+    b.add_scalar("x", 2, 0);
+  }
+  // The files are the directory's only two entries.
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(dir_)) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  auto expected = std::vector<std::string>{path_a, path_b};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(files, expected);
+  // Each record ends in the simple_value field: tag 0x15, then the float (1.0f = 0000803f,
+  // 2.0f = 00000040, little-endian), as in the protobuf bytes of MatchesProtobuf.
+  for (const auto& [path, value] : {std::pair{path_a, "150000803f"}, std::pair{path_b, "1500000040"}}) {
+    SCOPED_TRACE(path);
+    const auto records = read_records(read_file(path));
+    ASSERT_EQ(records.size(), 2u);
+    EXPECT_NE(records[0].find("brain.Event:2"), std::string::npos);
+    const std::string h = hex(records[1]);
+    EXPECT_EQ(h.substr(h.size() - 10), value) << h;
+  }
 }
 
 TEST_F(TensorBoardWriterTest, LargeVolumeFlushesOnItsOwn) {

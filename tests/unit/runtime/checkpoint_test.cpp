@@ -41,12 +41,19 @@ TEST(Checkpoint, RoundTripThroughLatest) {
   ASSERT_TRUE(latest.has_value());
   EXPECT_EQ(fs::path(*latest).filename(), "step_00000003");
   auto d = load_checkpoint(*latest);
+  const auto want = sample(3);
   EXPECT_EQ(d.step, 3);
   ASSERT_EQ(d.model.size(), 2u);
-  EXPECT_TRUE(at::equal(d.model[0].second, sample(3).model[0].second));
-  EXPECT_EQ(d.model[1].second.scalar_type(), at::kBFloat16);
-  EXPECT_EQ(d.optimizer.size(), 1u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(d.model[i].first, want.model[i].first);
+    EXPECT_EQ(d.model[i].second.scalar_type(), want.model[i].second.scalar_type()) << want.model[i].first;
+    EXPECT_TRUE(at::equal(d.model[i].second, want.model[i].second)) << want.model[i].first;
+  }
+  ASSERT_EQ(d.optimizer.size(), 1u);
+  EXPECT_EQ(d.optimizer[0].first, "exp_avg.a.weight");
+  EXPECT_TRUE(at::equal(d.optimizer[0].second, want.optimizer[0].second));
   EXPECT_EQ(d.trainer_state.at("consumed_samples"), 24);
+  EXPECT_EQ(d.config_yaml, want.config_yaml);
   EXPECT_EQ(resolve_checkpoint_dir(root.string()), *latest);
   fs::remove_all(root);
 }

@@ -161,7 +161,8 @@ TEST(GPTDatasetTest, TooFewTokensNamesPrefixSplitAndCount) {
   EXPECT_NE(msg.find(prefix), std::string::npos) << msg;
   EXPECT_NE(msg.find("80,20"), std::string::npos) << msg;
   EXPECT_NE(msg.find("has 3 tokens"), std::string::npos) << msg;
-  EXPECT_NE(error_of([&] { GPTDataset(data, opts(43, SplitPart::kAll, true)); }), "");
+  msg = error_of([&] { GPTDataset(data, opts(43, SplitPart::kAll, true)); });
+  EXPECT_NE(msg.find("has 43 tokens, but one sample needs seq_len + 1 = 44"), std::string::npos) << msg;
   GPTDataset fits(data, opts(42, SplitPart::kAll, true));  // 43 tokens = exactly one sample
   EXPECT_EQ(fits.num_samples(), 1);
 }
@@ -177,7 +178,8 @@ TEST(GPTDatasetTest, MakeBatchStacksSamples) {
     std::vector<int64_t> row(batch[r].data_ptr<int64_t>(), batch[r].data_ptr<int64_t>() + 6);
     EXPECT_EQ(row, sample(ds, 7 + r));
   }
-  EXPECT_NE(error_of([&] { make_batch(ds, 0, 1, 6); }), "");
+  const std::string msg = error_of([&] { make_batch(ds, 0, 1, 6); });
+  EXPECT_NE(msg.find("make_batch: seq_len 6 differs from the dataset's 5"), std::string::npos) << msg;
 }
 
 TEST(GPTDatasetTest, ConcurrentReadsMatchSequential) {
@@ -274,9 +276,12 @@ TEST(BlendedDatasetTest, RejectsBadInputs) {
   auto b = std::make_shared<TaggedSource>(1, 5, 4);
   EXPECT_NE(error_of([&] { BlendedDataset({a, b}, {1, 1}); }).find("seq_len"), std::string::npos);
   EXPECT_NE(error_of([&] { BlendedDataset({a, a}, {1, -1}); }).find("weight"), std::string::npos);
-  EXPECT_NE(error_of([&] { BlendedDataset({a, a}, {0, 0}); }), "");
-  EXPECT_NE(error_of([&] { BlendedDataset({a}, {1, 2}); }), "");
-  EXPECT_NE(error_of([&] { BlendedDataset({}, {}); }), "");
+  std::string msg = error_of([&] { BlendedDataset({a, a}, {0, 0}); });
+  EXPECT_NE(msg.find("the weights sum to 0"), std::string::npos) << msg;
+  msg = error_of([&] { BlendedDataset({a}, {1, 2}); });
+  EXPECT_NE(msg.find("1 datasets but 2 weights"), std::string::npos) << msg;
+  msg = error_of([&] { BlendedDataset({}, {}); });
+  EXPECT_NE(msg.find("needs at least one dataset"), std::string::npos) << msg;
 }
 
 TEST(OpenTrainingDataTest, ChecksVocabAndParsesBlends) {
@@ -298,13 +303,16 @@ TEST(OpenTrainingDataTest, ChecksVocabAndParsesBlends) {
   EXPECT_DOUBLE_EQ(blended->weights()[1], 0.75);
   EXPECT_EQ(make_batch(*blend, 0, 3, 8).size(0), 3);
 
-  EXPECT_NE(error_of([&] { open_training_data("", {}, o, 2000); }), "");
-  EXPECT_NE(error_of([&] {
-              open_training_data(dir.file("a"), {"1", dir.file("b")}, o, 2000);
-            }),
-            "");
-  EXPECT_NE(error_of([&] { open_training_data("", {"1", dir.file("a"), "x"}, o, 2000); }), "");
-  EXPECT_NE(error_of([&] { open_training_data("", {"heavy", dir.file("a")}, o, 2000); }), "");
+  msg = error_of([&] { open_training_data("", {}, o, 2000); });
+  EXPECT_NE(msg.find("set exactly one of data.prefix and data.blend (got neither)"), std::string::npos)
+      << msg;
+  msg = error_of([&] { open_training_data(dir.file("a"), {"1", dir.file("b")}, o, 2000); });
+  EXPECT_NE(msg.find("(got both)"), std::string::npos) << msg;
+  msg = error_of([&] { open_training_data("", {"1", dir.file("a"), "x"}, o, 2000); });
+  EXPECT_NE(msg.find("data.blend must alternate weight and prefix"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("got 3 entries"), std::string::npos) << msg;
+  msg = error_of([&] { open_training_data("", {"heavy", dir.file("a")}, o, 2000); });
+  EXPECT_NE(msg.find("data.blend entry 0 (\"heavy\") must be a weight"), std::string::npos) << msg;
   msg = error_of([&] {
     open_training_data("", {"1", dir.file("a"), "1", dir.file("b")}, o, 1035);
   });

@@ -109,7 +109,8 @@ TEST(PreprocessTest, FailedRunKeepsPreviousOutput) {
   write_file(dir.file("good.jsonl"), "{\"text\": \"keep me\"}\n");
   run_preprocess(options(dir.file("good.jsonl"), dir.file("ds")));
   write_file(dir.file("bad.jsonl"), "{\"text\": \"new\"}\nnot json\n");
-  EXPECT_NE(error_of([&] { run_preprocess(options(dir.file("bad.jsonl"), dir.file("ds"))); }), "");
+  const std::string msg = error_of([&] { run_preprocess(options(dir.file("bad.jsonl"), dir.file("ds"))); });
+  EXPECT_NE(msg.find(dir.file("bad.jsonl") + ":2"), std::string::npos) << msg;  // the bad line
   EXPECT_EQ(documents_of(dir.file("ds")),
             (std::vector<std::vector<int64_t>>{bytes_eos("keep me")}));
   EXPECT_FALSE(std::filesystem::exists(dir.file("ds.bin.tmp")));
