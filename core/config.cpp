@@ -369,6 +369,10 @@ void Config::validate() const {
   check_positive(train.global_batch_size, "train.global_batch_size");
   check_positive(train.micro_batch_size, "train.micro_batch_size");
   check_positive(train.seq_len, "train.seq_len");
+  WEFT_CHECK(train.eval_interval >= 0, "config: train.eval_interval must be >= 0 (0 = never), got ",
+             train.eval_interval);
+  WEFT_CHECK(train.eval_batches >= 0, "config: train.eval_batches must be >= 0 (0 = every window), got ",
+             train.eval_batches);
   WEFT_CHECK(train.seq_len <= m.max_seq_len, "config: train.seq_len (", train.seq_len,
              ") exceeds model.max_seq_len (", m.max_seq_len, ")");
   WEFT_CHECK(optim.decay == "cosine" || optim.decay == "linear" || optim.decay == "constant",

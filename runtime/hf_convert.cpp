@@ -154,6 +154,16 @@ ModelConfig llama_config(const HfConfig& j) {
     type = rope.at(k).get<std::string>();
     break;
   }
+  // A file may carry both (transformers >= 5 writes rope_parameters; a hand-edited or older
+  // rope_scaling beside it must not hold a scaling that would be dropped silently).
+  if (params)
+    for (const char* k : {"rope_type", "type"}) {
+      const json other = j.object("rope_scaling");
+      if (!other.contains(k) || !other.at(k).is_string()) continue;
+      const auto t = other.at(k).get<std::string>();
+      WEFT_CHECK(t == type, path, ": rope_scaling.", k, " '", t,
+                 "' disagrees with rope_parameters.rope_type '", type, "'; keep one of them");
+    }
   if (type == "llama3") {
     c.rope_scaling.type = "llama3";
     auto need = [&](const char* k) {

@@ -121,7 +121,9 @@ double evaluate(TransformerImpl& model, const SampleSource& data, int64_t mbs, i
     loss_sum.add_(loss.to(at::kDouble) * double(mb.num_counted)), counted.add_(double(mb.num_counted));
   }
   const double n = counted.item<double>();
-  return n > 0 ? loss_sum.item<double>() / n : 0.0;
+  WEFT_CHECK(n > 0, "evaluation counted no token: every target in the evaluated windows is masked out by the ",
+             "dataset's loss mask (PREFIX.loss_mask); evaluate data with targets");
+  return loss_sum.item<double>() / n;
 }
 
 void check_memory_fits(const Config& cfg, const ParallelDims& dims, const std::vector<RankCoord>& ranks,

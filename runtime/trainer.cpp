@@ -367,7 +367,10 @@ double Trainer::evaluate_valid() {
     if (!(s.holds_stage(S - 1) && s.coord.tp == 0)) v.zero_();
     all_reduce(s.ctx->world(), v);
   }
-  return v[1].item<double>() > 0 ? v[0].item<double>() / v[1].item<double>() : 0.0;
+  WEFT_CHECK(v[1].item<double>() > 0, "validation counted no token: every target in the validation windows is ",
+             "masked out by the dataset's loss mask (PREFIX.loss_mask); validate on data with targets or set ",
+             "train.eval_interval=0");
+  return v[0].item<double>() / v[1].item<double>();
 }
 
 }  // namespace weft

@@ -319,8 +319,17 @@ std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, in
 std::shared_ptr<GPTDataset> open_gpt_dataset(const std::string& prefix, const GPTDatasetOptions& options,
                                              int64_t vocab_size) {
   std::shared_ptr<const IndexedDataset> mask;
-  if (std::filesystem::exists(prefix + ".loss_mask.idx"))
-    mask = std::make_shared<const IndexedDataset>(prefix + ".loss_mask");
+  const std::string mask_prefix = prefix + ".loss_mask";
+  const bool idx = std::filesystem::exists(mask_prefix + ".idx"), bin = std::filesystem::exists(mask_prefix + ".bin");
+  WEFT_CHECK(idx == bin, "loss mask ", mask_prefix, ": ", idx ? ".idx" : ".bin", " exists without its ",
+             idx ? ".bin" : ".idx", "; write both (an indexed dataset with the sequence lengths of ", prefix, ")");
+  if (idx) {
+    mask = std::make_shared<const IndexedDataset>(mask_prefix);
+    // Float values would be truncated toward zero: 0.5 would silently mask a token out.
+    const int code = mask->dtype_code();
+    WEFT_CHECK(code != 6 && code != 7, "loss mask ", mask_prefix, " holds floating-point values (dtype code ",
+               code, "); write it with an integer dtype (uint8: 1 = a target, 0 = not)");
+  }
   return std::make_shared<GPTDataset>(open_checked(prefix, vocab_size), options, std::move(mask));
 }
 }  // namespace

@@ -74,6 +74,51 @@ def memory_checks(work, prefix):
     check(p.returncode == 0 and "train: finished at step 2" in p.stdout, f"a tiny model still trains: {p.stderr[-300:]!r}")
 
 
+def argument_checks(work, prefix):
+    """Out-of-range command-line values and loss masks that would silently train on the wrong
+    tokens are refused in one line naming the flag, key or file."""
+    run = os.path.join(work, "tiny")
+    weft("train", "--config", config("llama-tiny.yaml"), "--set", "data.prefix=" + prefix, "--set", "run.dir=" + run,
+         "--set", "train.steps=1", "--set", "run.peak_tflops=1")
+    gen = ["generate", "--checkpoint", run, "--prompt", "the"]
+    expect_error("generate --temperature nan", gen + ["--temperature", "nan"], "--temperature")
+    expect_error("generate --temperature -1", gen + ["--temperature", "-1"], "--temperature")
+    expect_error("generate --top-k -5", gen + ["--temperature", "1", "--top-k", "-5"], "--top-k")
+    expect_error("generate --max-new-tokens -3", gen + ["--max-new-tokens", "-3"], "--max-new-tokens")
+    expect_error("eval --max-batches -1", ["eval", "--checkpoint", run, "--data", prefix, "--max-batches", "-1"],
+                 "--max-batches")
+    base = ["train", "--config", config("llama-tiny.yaml"), "--set", "data.prefix=" + prefix,
+            "--set", "run.dir=" + os.path.join(work, "evalneg")]
+    expect_error("train.eval_batches -1", base + ["--set", "train.eval_batches=-1"], "train.eval_batches")
+    expect_error("train.eval_interval -1", base + ["--set", "train.eval_interval=-1"], "train.eval_interval")
+
+    import numpy as np
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+    tokens = np.fromfile(prefix + ".bin", dtype=np.uint16).astype(np.int64)
+
+    def dataset(name, mask_dtype, mask_value, files=(".bin", ".idx")):
+        p = os.path.join(work, name)
+        for suffix, values, dtype in (("", tokens, np.uint16), (".loss_mask", np.full(len(tokens), mask_value), mask_dtype)):
+            b = IndexedDatasetBuilder(p + suffix + ".bin", dtype=dtype)
+            b.add_document(torch.tensor(values), [len(values)])
+            b.finalize(p + suffix + ".idx")
+        for suffix in (".bin", ".idx"):
+            if suffix not in files:
+                os.remove(p + ".loss_mask" + suffix)
+        return p
+
+    mask_run = ["train", "--config", config("llama-tiny.yaml"), "--set", "run.dir=" + os.path.join(work, "masked"),
+                "--set", "train.steps=1", "--set", "run.peak_tflops=1", "--set", "data.prefix="]
+    float_mask = dataset("float_mask", np.float32, 0.5)
+    expect_error("float loss mask", mask_run[:-1] + ["data.prefix=" + float_mask], "float_mask.loss_mask", "integer")
+    bin_only = dataset("bin_only", np.uint8, 1, files=(".bin",))
+    expect_error("loss mask .bin without .idx", mask_run[:-1] + ["data.prefix=" + bin_only], "bin_only.loss_mask", ".idx")
+    nothing = dataset("nothing_counted", np.uint8, 0)
+    expect_error("eval of data whose every target is masked", ["eval", "--checkpoint", run, "--data", nothing],
+                 "loss mask", "no token")
+
+
 def main():
     work = tmpdir("errors")
     prefix = make_dataset(work, documents=30)
@@ -121,6 +166,7 @@ def main():
     expect_error("gbs not a multiple of mbs", base + ["--set", "data.prefix=" + prefix, "--set",
                  "train.global_batch_size=3"], "train.global_batch_size", "train.micro_batch_size")
     memory_checks(work, prefix)
+    argument_checks(work, prefix)
     p = weft("train", "--help")
     check(p.returncode == 0 and "--config" in p.stdout and "--set" in p.stdout, "weft train --help documents it")
     for cmd in ("eval", "plan", "convert", "preprocess", "generate"):

@@ -123,6 +123,9 @@ def mutations(family):
                  ("rms_norm_eps a string", lambda c: c.update(rms_norm_eps="1e-5"), "rms_norm_eps"),
                  ("max_position_embeddings zero", lambda c: c.update(max_position_embeddings=0), "max_position_embeddings"),
                  ("rope_theta negative", lambda c: c.setdefault("rope_parameters", {}).update(rope_theta=-1.0), "rope_theta"),
+                 ("rope_scaling yarn beside rope_parameters", lambda c: c.update(rope_scaling={"rope_type": "yarn", "factor": 2.0}),
+                  "rope_scaling.rope_type"),
+                 ("rope_parameters yarn", lambda c: c.setdefault("rope_parameters", {}).update(rope_type="yarn"), "yarn"),
                  ("odd head dim", lambda c: c.update(**{width: 60, heads: 4, "head_dim": 15}), "must be even"),
                  ("head_dim disagrees", lambda c: c.update(head_dim=32), "head_dim")]
     return [

@@ -4,6 +4,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -116,6 +117,7 @@ int cmd_train(const CliArgs& a) {
 
 int cmd_eval(const CliArgs& a) {
   WEFT_CHECK(!a.data.empty(), "--data PREFIX is required (an indexed dataset: PREFIX.bin/.idx)");
+  WEFT_CHECK(a.max_batches >= 0, "--max-batches must be >= 0 (0 = every window), got ", a.max_batches);
   auto m = load_model(a);
   m.cfg.data.prefix = a.data;
   m.cfg.data.blend.clear();
@@ -238,7 +240,11 @@ int cmd_preprocess(const CliArgs& a) {
 }
 
 int cmd_generate(const CliArgs& a) {
-  WEFT_CHECK(!a.prompt.empty(), "--prompt TEXT is required");
+  WEFT_CHECK(!a.prompt.empty(), "--prompt TEXT is required (and must not be empty)");
+  WEFT_CHECK(std::isfinite(a.temperature) && a.temperature >= 0, "--temperature must be a finite number >= 0 ",
+             "(0 = greedy), got ", a.temperature);
+  WEFT_CHECK(a.top_k >= 0, "--top-k must be >= 0 (0 = the whole vocabulary), got ", a.top_k);
+  WEFT_CHECK(a.max_new_tokens > 0, "--max-new-tokens must be > 0, got ", a.max_new_tokens);
   auto m = load_model(a);
   std::string spec = a.tokenizer.empty() ? m.cfg.data.tokenizer : a.tokenizer;
   if (spec == "gpt2:.") spec = "gpt2:" + m.dir;  // tokenizer files stored in the checkpoint
