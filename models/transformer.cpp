@@ -320,10 +320,6 @@ at::Tensor TransformerImpl::head_loss(const at::Tensor& x, const at::Tensor& lab
   return region_.cross_entropy_sum(flat, flat_labels, vocab_start, cfg_.vocab_size) / counted;
 }
 
-at::Tensor TransformerImpl::real_vocab_rows(const at::Tensor& w) const {
-  return w.size(0) > cfg_.vocab_size ? w.narrow(0, 0, cfg_.vocab_size) : w;
-}
-
 at::Tensor TransformerImpl::forward_stage(const at::Tensor& input, const at::Tensor& labels) {
   auto x = shard_.embedding ? embed_tokens(input) : input;
   at::Tensor cos, sin;
@@ -339,7 +335,7 @@ at::Tensor TransformerImpl::forward(const at::Tensor& tokens) {
   at::Tensor cos, sin;
   if (!is_gpt2(cfg_)) std::tie(cos, sin) = rope(tokens.size(1), tokens.device());
   for (auto& layer : layers) x = layer(x, cos, sin);
-  return at::linear(final_norm(x), real_vocab_rows(lm_head_weight()));  // (B, T, V): no padded ids
+  return region_.head_logits(final_norm(x), lm_head_weight(), cfg_.vocab_size);  // (B, T, V): no padded ids
 }
 
 at::Tensor TransformerImpl::loss(const at::Tensor& input_ids, const at::Tensor& labels) {

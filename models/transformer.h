@@ -200,8 +200,6 @@ class TransformerImpl : public torch::nn::Module {
   std::pair<at::Tensor, at::Tensor> rope(int64_t T, const at::Device& device);
   at::Tensor embed_tokens(const at::Tensor& tokens);        // (B, T) -> (B, T, C) or (B, T/tp, C)
   at::Tensor head_loss(const at::Tensor& x, const at::Tensor& labels);  // -> mean over counted
-  // A whole (V_padded, C) head's first vocab_size rows (the real ids); itself without padding.
-  at::Tensor real_vocab_rows(const at::Tensor& w) const;
   ModelConfig cfg_;
   ModelShard shard_;
   TpRegion region_;

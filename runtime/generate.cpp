@@ -28,9 +28,6 @@ std::vector<int64_t> generate(TransformerImpl& model, const std::vector<int64_t>
                               const GenerateOptions& opts,
                               const std::function<void(int64_t)>& on_token) {
   WEFT_CHECK(!prompt.empty(), "generate: the prompt encodes to no tokens");
-  WEFT_CHECK(opts.vocab_limit >= 0 && opts.vocab_limit <= model.config().vocab_size,
-             "generate: vocab_limit ", opts.vocab_limit, " must be in [0, ",
-             model.config().vocab_size, "] (the model's vocab_size)");
   at::NoGradGuard no_grad;
   const auto device = model.embed->weight.device();
   const int64_t window = model.config().max_seq_len;
