@@ -70,6 +70,9 @@ void for_each_field(C& c, F&& f) {
   f("checkpoint.interval", c.checkpoint.interval);
   f("checkpoint.keep", c.checkpoint.keep);
   f("checkpoint.init_from", c.checkpoint.init_from);
+  f("checkpoint.async", c.checkpoint.async);
+  f("checkpoint.fallback", c.checkpoint.fallback);
+  f("checkpoint.on_error", c.checkpoint.on_error);
   f("parallel.tp", c.parallel.tp);
   f("parallel.pp", c.parallel.pp);
   f("parallel.vpp", c.parallel.vpp);
@@ -395,6 +398,8 @@ void Config::validate() const {
              "config: run.memory_limit_gb must be >= 0 (0 = detect)");
   WEFT_CHECK(checkpoint.interval >= 0 && checkpoint.keep >= 0,
              "config: checkpoint.interval and checkpoint.keep must be >= 0");
+  WEFT_CHECK(checkpoint.on_error == "continue" || checkpoint.on_error == "stop",
+             "config: checkpoint.on_error must be continue or stop, got '", checkpoint.on_error, "'");
 }
 
 }  // namespace weft

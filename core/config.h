@@ -106,6 +106,9 @@ struct CheckpointConfig {
   int64_t keep = 2;      // complete checkpoints kept; 0 = all
   std::string init_from;  // fine-tuning: start from this checkpoint's weights (step 0, fresh
                           // optimizer) when checkpoint.dir holds no checkpoint yet
+  bool async = true;      // snapshot, then write in the background (training waits for the copy only)
+  bool fallback = false;  // resume from the newest readable checkpoint when the newest is damaged
+  std::string on_error = "continue";  // a failed save: continue | stop training
 };
 
 struct ParallelConfig {

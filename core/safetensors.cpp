@@ -120,8 +120,9 @@ at::Tensor host_contiguous(const at::Tensor& t) {
 
 SafetensorsWriteResult write_safetensors(
     const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-    const std::map<std::string, std::string>& metadata) {
+    const std::map<std::string, std::string>& metadata, uint64_t block_bytes) {
   const std::string header = build_header(path, tensors, metadata);
+  SafetensorsWriteResult result;
   try {
     FileWriter w(path);
     uint8_t len[8];
@@ -131,10 +132,16 @@ SafetensorsWriteResult write_safetensors(
     w.write(header);
     for (const auto& [name, t] : tensors) {
       const at::Tensor c = host_contiguous(t);
-      w.write(c.data_ptr(), c.nbytes());
+      SafetensorsTensorRecord rec{name, w.bytes(), w.bytes() + c.nbytes(), {}};
+      const auto* bytes = static_cast<const uint8_t*>(c.data_ptr());
+      for (uint64_t at = 0; block_bytes > 0 && at < c.nbytes(); at += block_bytes)
+        rec.block_crc32c.push_back(crc32c(bytes + at, std::min<uint64_t>(block_bytes, c.nbytes() - at)));
+      w.write(bytes, c.nbytes());
+      result.tensors.push_back(std::move(rec));
     }
     w.close();
-    return {w.bytes(), w.crc()};
+    result.bytes = w.bytes(), result.crc32c = w.crc();
+    return result;
   } catch (...) {
     ::unlink(path.c_str());  // never leave a half-written file that looks like a shard
     throw;

@@ -24,21 +24,31 @@ std::string safetensors_dtype_name(at::ScalarType dtype);
 // The reverse; throws weft::Error naming the string for an unknown one.
 at::ScalarType safetensors_dtype(const std::string& name);
 
+// Where one written tensor's bytes lie in the file, and their checksums.
+struct SafetensorsTensorRecord {
+  std::string name;
+  uint64_t begin = 0, end = 0;        // byte offsets in the file (not the data buffer)
+  std::vector<uint32_t> block_crc32c; // CRC-32C of bytes [begin + k*B, min(end, begin + (k+1)*B))
+};
+
 struct SafetensorsWriteResult {
-  uint64_t bytes;   // size of the whole file
-  uint32_t crc32c;  // CRC-32C of the whole file, header included
+  uint64_t bytes = 0;   // size of the whole file
+  uint32_t crc32c = 0;  // CRC-32C of the whole file, header included
+  std::vector<SafetensorsTensorRecord> tensors;  // in file order; block CRCs only if asked for
 };
 
 // Writes `tensors` to `path` (created or truncated) in the given order, with string metadata in
 // "__metadata__", and fsyncs the file (not its directory: committing a checkpoint is the caller's
 // job). Tensors may live on any device and have any strides: each is copied to contiguous CPU
-// memory one at a time, so peak extra memory is one tensor. Throws weft::Error for a duplicate or
+// memory one at a time, so peak extra memory is one tensor. With `block_bytes` > 0 each tensor's
+// bytes also get a CRC-32C per block of that many bytes (counted from the tensor's first byte),
+// so a reader can verify just the part it reads. Throws weft::Error for a duplicate or
 // reserved name, an undefined, sparse or meta tensor, an unsupported dtype, or an I/O error; on
 // any error the partial file is removed. Thread-compatible (distinct paths may be written
 // concurrently).
 SafetensorsWriteResult write_safetensors(
     const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-    const std::map<std::string, std::string>& metadata = {});
+    const std::map<std::string, std::string>& metadata = {}, uint64_t block_bytes = 0);
 
 // Reads a safetensors file through a read-only memory map it owns. The constructor validates the
 // whole header — length sane, JSON well-formed, known dtypes, every tensor's byte range inside

@@ -136,13 +136,15 @@ std::shared_ptr<::gloo::transport::Device> make_gloo_device(const WorkerEnv& env
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
-c10::intrusive_ptr<c10d::Store> connect_store(const WorkerEnv& env,
-                                              std::chrono::milliseconds timeout) {
+// `extra_client`: a further connection of a rank that already joined (never the server, waits
+// for nobody).
+c10::intrusive_ptr<c10d::Store> connect_store(const WorkerEnv& env, std::chrono::milliseconds timeout,
+                                              bool extra_client = false) {
   c10d::TCPStoreOptions o;
   o.port = static_cast<uint16_t>(env.master_port);
-  o.isServer = env.rank == 0 && !env.use_agent_store;
-  o.waitWorkers = !env.use_agent_store;
-  if (!env.use_agent_store) o.numWorkers = static_cast<size_t>(env.world_size);
+  o.isServer = env.rank == 0 && !env.use_agent_store && !extra_client;
+  o.waitWorkers = !env.use_agent_store && !extra_client;
+  if (!env.use_agent_store && !extra_client) o.numWorkers = static_cast<size_t>(env.world_size);
   o.timeout = timeout;
   const std::string what =
       str("rank ", env.rank, ": rendezvous with the store at ", env.master_addr, ":",
@@ -156,6 +158,26 @@ c10::intrusive_ptr<c10d::Store> connect_store(const WorkerEnv& env,
 }
 
 }  // namespace
+
+StoreClient::StoreClient(const WorkerEnv& env, const std::string& prefix, std::chrono::milliseconds timeout)
+    : timeout_(timeout), what_(str("rank ", env.rank, ": store key under '", prefix, "'")) {
+  store_ = c10::make_intrusive<c10d::PrefixStore>(prefix, connect_store(env, timeout, /*extra_client=*/true));
+}
+
+StoreClient::~StoreClient() = default;
+
+void StoreClient::set(const std::string& key, const std::string& value) {
+  rethrow_as_weft(str(what_, " set '", key, "'"), timeout_,
+                  [&] { store_->set(key, std::vector<uint8_t>(value.begin(), value.end())); });
+}
+
+std::string StoreClient::get(const std::string& key) {
+  const auto v = rethrow_as_weft(str(what_, " wait for '", key, "'"), timeout_, [&] {
+    store_->wait({key}, timeout_);
+    return store_->get(key);
+  });
+  return std::string(v.begin(), v.end());
+}
 
 // ---- WorkerEnv -------------------------------------------------------------------------------
 

@@ -158,6 +158,24 @@ class ParallelContext {
   std::vector<Group> groups_;  // indexed by GroupKind
 };
 
+// A further connection to the job's rendezvous store, with keys under `prefix` (within this
+// attempt's namespace), for a thread other than the training thread — the checkpoint writer — so
+// its blocking waits never hold the connection the process groups use. Use from one thread.
+// Errors (timeout, store gone because rank 0 died) throw a one-line weft::Error naming the key.
+class StoreClient {
+ public:
+  StoreClient(const WorkerEnv& env, const std::string& prefix, std::chrono::milliseconds timeout);
+  ~StoreClient();
+  void set(const std::string& key, const std::string& value);
+  // Waits up to the timeout for `key` to be set, then returns its value.
+  std::string get(const std::string& key);
+
+ private:
+  c10::intrusive_ptr<c10d::Store> store_;
+  std::chrono::milliseconds timeout_;
+  std::string what_;
+};
+
 // ---- Collective helpers ----------------------------------------------------------------------
 // Every helper takes the group explicitly, returns at once for a group of one, throws
 // weft::Error if this rank is not a member, and turns any backend failure (timeout, dead peer)

@@ -3,6 +3,7 @@
 #include "parallel/device.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -54,6 +55,13 @@ int64_t host_available_bytes(std::string* source) {
 #ifdef WEFT_CUDA
 void detail_set_current_device(const at::Device& d);       // parallel/cuda/device_cuda.cpp
 int64_t detail_cuda_available_bytes(const at::Device& d);  // parallel/cuda/device_cuda.cpp
+// Queues dst[i].copy_(src[i]) on a side stream after the current stream's work; returns the
+// event recorded after them. Waits for / orders the current stream after such an event.
+std::shared_ptr<void> detail_cuda_copy_async(const at::Device& d, const std::vector<at::Tensor>& src,
+                                             const std::vector<at::Tensor>& dst,
+                                             const std::function<void(size_t)>& after_each);
+void detail_cuda_event_synchronize(const std::shared_ptr<void>& event);
+void detail_cuda_event_block_current(const std::shared_ptr<void>& event, const at::Device& d);
 #else
 bool cuda_available() { return false; }
 int cuda_device_count() { return 0; }
@@ -62,6 +70,54 @@ at::Tensor pinned_empty_like(const at::Tensor& like) {
 }
 void run_on_side_stream(const at::Device&, const std::function<void()>& fn) { fn(); }
 #endif
+
+void HostCopy::start(std::vector<at::Tensor> src, std::vector<at::Tensor> dst, std::function<void(size_t)> after_each) {
+  src_ = std::move(src), dst_ = std::move(dst), after_each_ = std::move(after_each);
+  device_ = src_.empty() ? at::Device(at::kCPU) : src_.front().device();
+#ifdef WEFT_CUDA
+  if (device_.is_cuda()) event_ = detail_cuda_copy_async(device_, src_, dst_, after_each_);
+#endif
+}
+
+void HostCopy::finish() {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (done_) {
+    if (error_) std::rethrow_exception(error_);
+    return;
+  }
+  lock.unlock();
+  std::exception_ptr error;
+  try {
+#ifdef WEFT_CUDA
+    if (event_) detail_cuda_event_synchronize(event_);
+#endif
+    if (!event_)
+      for (size_t i = 0; i < src_.size(); ++i) {
+        dst_[i].copy_(src_[i]);
+        if (after_each_) after_each_(i);
+      }
+  } catch (...) {
+    error = std::current_exception();
+  }
+  lock.lock();
+  done_ = true, error_ = error;
+  src_.clear();  // the live tensors are no longer needed
+  cv_.notify_all();
+  if (error_) std::rethrow_exception(error_);
+}
+
+double HostCopy::before_update() {
+#ifdef WEFT_CUDA
+  if (event_) {
+    detail_cuda_event_block_current(event_, device_);
+    return 0;
+  }
+#endif
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return done_; });
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
 
 int64_t available_memory_bytes(const at::Device& device, std::string* source) {
   if (device.is_cpu()) return host_available_bytes(source);

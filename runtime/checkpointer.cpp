@@ -1,16 +1,23 @@
 // Saving and restoring a training job: parameter pieces by placement, optimizer state through the
-// Optimizer interface, trainer state (step, data position, RNG) and the tokenizer files.
+// Optimizer interface, trainer state (step, data position, RNG) and the tokenizer files; the
+// snapshot, the background writer and the commit agreed through the store.
 #include "runtime/checkpointer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <glog/logging.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <climits>
 #include <filesystem>
+#include <thread>
 
 #include "core/error.h"
 #include "core/fileio.h"
 #include "parallel/comm.h"
+#include "parallel/device.h"
+#include "runtime/checkpoint/fault.h"
 #include "runtime/optim/optimizer.h"
 
 namespace fs = std::filesystem;
@@ -18,7 +25,12 @@ namespace fs = std::filesystem;
 namespace weft {
 namespace {
 
+using Clock = std::chrono::steady_clock;
 constexpr const char* kGpt2Files[] = {"vocab.json", "merges.txt"};
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
 
 std::string bytes_to_hex(const at::Tensor& t) {
   static const char* digits = "0123456789abcdef";
@@ -38,15 +50,47 @@ at::Tensor hex_to_bytes(const std::string& s) {
 
 bool is_gpt2_spec(const std::string& spec) { return spec.rfind("gpt2:", 0) == 0; }
 
+std::string error_text(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "unknown error";
+  }
+}
+
 }  // namespace
+
+// One save: the snapshot, the writer thread and how it ended.
+struct Checkpointer::InFlight {
+  int64_t seq = 0;
+  std::string root;
+  CheckpointData data;  // its tensors are the host snapshot (async) or the live state (sync)
+  HostCopy copy;
+  std::thread writer;
+  std::atomic<bool> written{false};
+  bool copy_waited = false;  // the optimizer step has waited for the snapshot copy
+  Clock::time_point start;
+  SaveOutcome outcome;
+};
 
 Checkpointer::Checkpointer(const Config& cfg, const ParallelContext* ctx, const ParamList& params,
                            Optimizer& optimizer)
     : cfg_(cfg), ctx_(ctx), params_(params), optimizer_(optimizer) {
+  fault::set_rank(ctx_ ? ctx_->rank() : 0);
   // A tokenizer named by directory travels with every checkpoint, so the checkpoint is
   // self-contained ("gpt2:." = the checkpoint's own files, resolved in restore()).
   if (is_gpt2_spec(cfg_.data.tokenizer) && cfg_.data.tokenizer != "gpt2:.")
     take_tokenizer_files(cfg_.data.tokenizer.substr(5));
+}
+
+Checkpointer::~Checkpointer() {
+  try {
+    for (const auto& o : finish())
+      if (!o.ok) LOG(ERROR) << "checkpoint of step " << o.step << " failed: " << o.error;
+  } catch (...) {
+  }
 }
 
 void Checkpointer::take_tokenizer_files(const std::string& dir) {
@@ -59,55 +103,105 @@ void Checkpointer::take_tokenizer_files(const std::string& dir) {
   cfg_.data.tokenizer = "gpt2:.";
 }
 
+// ---- Restoring ----------------------------------------------------------------------------------
+
 std::optional<RestoredState> Checkpointer::restore() {
+  const std::string root = cfg_.checkpoint_dir();
+  const bool multi = ctx_ && ctx_->world_size() > 1;
+  std::vector<std::string> cleaned;
+  if (!ctx_ || ctx_->is_primary()) {
+    cleaned = clean_checkpoint_root(root);
+    for (const auto& p : cleaned) LOG(WARNING) << "removed " << p << ", left by an interrupted checkpoint save or deletion";
+  }
+  if (multi) barrier(ctx_->world());  // nobody reads while leftovers are removed
+
+  // Candidates: the checkpoint `latest` names, then (checkpoint.fallback) older complete ones.
+  std::vector<std::string> candidates;
+  std::vector<std::pair<std::string, std::string>> skipped;
+  try {
+    if (auto latest = find_latest_checkpoint(root)) candidates.push_back(*latest);
+  } catch (const Error& e) {
+    if (!cfg_.checkpoint.fallback) throw;
+    skipped.emplace_back(root + "/latest", e.what());
+  }
+  if (cfg_.checkpoint.fallback) {
+    auto all = complete_checkpoints(root);
+    for (auto it = all.rbegin(); it != all.rend(); ++it)
+      if (candidates.empty() || fs::path(*it).filename() < fs::path(candidates.front()).filename())
+        candidates.push_back(*it);
+  }
   std::optional<RestoredState> r;
-  if (auto latest = find_latest_checkpoint(cfg_.checkpoint_dir())) {
-    const auto meta = load_checkpoint_metadata(*latest);
-    load_weights(*latest);
-    load_optimizer(*latest, meta.step);
-    r = RestoredState{*latest, true, meta.step, meta.trainer_state.at("consumed_samples").get<int64_t>()};
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    gen.set_state(hex_to_bytes(meta.trainer_state.at("rng_cpu").get<std::string>()));
-  } else if (!cfg_.checkpoint.init_from.empty()) {
+  for (const auto& dir : candidates) {
+    std::string error;
+    try {
+      r = load(dir);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    // Every rank must resume from the same checkpoint: the lowest rank that failed speaks.
+    int64_t failed_rank = error.empty() ? INT_MAX : (ctx_ ? ctx_->rank() : 0);
+    if (multi) {
+      auto t = at::tensor({double(failed_rank)}, at::kDouble);
+      all_reduce(ctx_->world(), t, ReduceOp::kMin);
+      failed_rank = int64_t(t.item<double>());
+    }
+    if (failed_rank == INT_MAX) break;
+    r.reset();
+    if (error.empty()) error = str("rank ", failed_rank, " could not read ", dir, " (see its log)");
+    if (!cfg_.checkpoint.fallback) fail(error);
+    LOG(ERROR) << "checkpoint " << dir << " is damaged: " << error << "; falling back to an older one";
+    skipped.emplace_back(dir, error);
+  }
+  WEFT_CHECK(r || skipped.empty(), "no readable checkpoint under ", root, ": ", skipped.back().second);
+  if (!r && !cfg_.checkpoint.init_from.empty()) {
     const auto dir = resolve_checkpoint_dir(cfg_.checkpoint.init_from);
-    load_weights(dir);
+    CheckpointReader reader(dir);
+    load_weights(reader);
     optimizer_.reload_params();
-    r = RestoredState{dir, false, 0, 0};
+    r = RestoredState{dir, false, 0, 0, {}, {}};
   }
   if (cfg_.data.tokenizer == "gpt2:." && tokenizer_files_.empty()) {
     WEFT_CHECK(r, "data.tokenizer is 'gpt2:.' (a checkpoint's own tokenizer files) but there is no checkpoint ",
                "to take them from; set data.tokenizer=gpt2:DIR or checkpoint.init_from");
     take_tokenizer_files(r->dir);
   }
+  if (r) r->skipped = std::move(skipped), r->cleaned = std::move(cleaned);
   return r;
 }
 
-void Checkpointer::load_weights(const std::string& dir) {
+RestoredState Checkpointer::load(const std::string& dir) {
+  CheckpointReader reader(dir);
+  const auto state = reader.trainer_state();
+  load_weights(reader);
+  optimizer_.reload_params();
+  optimizer_.load_state(reader.read("optim", optimizer_.wanted_state()), reader.step());
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(hex_to_bytes(state.at("rng_cpu").get<std::string>()));
+  return RestoredState{dir, true, reader.step(), state.at("consumed_samples").get<int64_t>(), {}, {}};
+}
+
+void Checkpointer::load_weights(CheckpointReader& reader) {
   at::NoGradGuard no_grad;
   std::vector<std::pair<std::string, ShardPlacement>> want;
   for (const auto& p : params_) want.emplace_back(p.name, placement_of(p.shard));
-  auto model = load_shards(dir, "model", want);
+  auto model = reader.read("model", want);
   for (size_t k = 0; k < params_.size(); ++k) params_[k].tensor.copy_(model[k].second);
 }
 
-void Checkpointer::load_optimizer(const std::string& dir, int64_t step) {
-  optimizer_.reload_params();
-  optimizer_.load_state(load_shards(dir, "optim", optimizer_.wanted_state()), step);
-}
+// ---- Saving -------------------------------------------------------------------------------------
 
-Checkpointer::Saved Checkpointer::save(int64_t step, int64_t consumed_samples) {
-  const auto t0 = std::chrono::steady_clock::now();
+void Checkpointer::snapshot(InFlight& job, int64_t step, int64_t consumed_samples) {
   const int64_t dp_rank = ctx_ ? ctx_->coord().dp : 0;
-  CheckpointData data;
+  CheckpointData& data = job.data;
   data.step = step;
   const auto& dims = ctx_ ? ctx_->dims() : ParallelDims{};
-  data.layout = {dims.tp, dims.pp, dims.dp};
+  data.layout = {dims.tp, dims.pp, dims.dp, dims.vpp, dims.dp > 1 ? cfg_.parallel.zero : 0};
   // Each piece once: by its owner on DP rank 0 (replicas are identical). Frozen parameters are
   // saved with the weights like any other.
   if (dp_rank == 0)
     for (const auto& p : params_) {
       if (!p.owned) continue;
-      data.model.emplace_back(p.name, p.tensor.detach().to(at::kCPU));
+      data.model.emplace_back(p.name, p.tensor.detach());
       data.model_placement[p.name] = placement_of(p.shard);
     }
   optimizer_.save_state(dp_rank, data.optimizer, data.optimizer_placement);
@@ -116,10 +210,149 @@ Checkpointer::Saved Checkpointer::save(int64_t step, int64_t consumed_samples) {
                         {"rng_cpu", bytes_to_hex(at::detail::getDefaultCPUGenerator().get_state())}};
   data.config_yaml = to_yaml(cfg_);
   data.extra_files = tokenizer_files_;
-  Saved saved;
-  saved.result = save_checkpoint(cfg_.checkpoint_dir(), data, cfg_.checkpoint.keep, ctx_ ? &ctx_->world() : nullptr);
-  saved.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  return saved;
+  if (!cfg_.checkpoint.async) return;  // written from the live tensors before training goes on
+
+  // Host buffers: allocated at the first save, reused while the state keeps its shapes.
+  std::vector<at::Tensor> live;
+  for (auto* list : {&data.model, &data.optimizer})
+    for (const auto& [name, t] : *list) live.push_back(t);
+  bool same = host_.size() == live.size();
+  for (size_t i = 0; same && i < live.size(); ++i)
+    same = host_[i].sizes() == live[i].sizes() && host_[i].dtype() == live[i].dtype();
+  if (!same) {
+    host_.clear();
+    for (const auto& t : live) host_.push_back(pinned_empty_like(t));
+  }
+  size_t i = 0;
+  for (auto* list : {&data.model, &data.optimizer})
+    for (auto& [name, t] : *list) t = host_[i++];
+  const size_t half = live.size() / 2;
+  job.copy.start(live, host_, [half](size_t k) {
+    if (k == half) fault::point("snapshot");
+  });
+}
+
+void Checkpointer::save(int64_t step, int64_t consumed_samples, const std::string& root) {
+  const auto t0 = Clock::now();
+  // At most one save in flight: a save that comes due while one is writing waits for it.
+  if (in_flight_) {
+    in_flight_->copy_waited = true;
+    if (in_flight_->writer.joinable()) in_flight_->writer.join();
+    ended_.push_back(in_flight_->outcome);
+    in_flight_.reset();
+  }
+  fault::begin_save();
+  auto job = std::make_unique<InFlight>();
+  job->seq = ++saves_;
+  job->root = root.empty() ? cfg_.checkpoint_dir() : root;
+  job->start = t0;
+  job->outcome.step = step;
+  job->outcome.async = cfg_.checkpoint.async;
+  snapshot(*job, step, consumed_samples);
+  if (!cfg_.checkpoint.async) {
+    write(*job);
+    job->outcome.blocking_ms = ms_since(t0);
+    ended_.push_back(job->outcome);
+    return;
+  }
+  InFlight* j = job.get();
+  job->writer = std::thread([this, j] { write(*j); });
+  job->outcome.blocking_ms = ms_since(t0);
+  in_flight_ = std::move(job);
+}
+
+void Checkpointer::before_optimizer_step() {
+  if (!in_flight_ || in_flight_->copy_waited) return;
+  in_flight_->outcome.blocking_ms += in_flight_->copy.before_update();
+  in_flight_->copy_waited = true;
+}
+
+std::vector<SaveOutcome> Checkpointer::poll() {
+  if (in_flight_ && in_flight_->copy_waited && in_flight_->written.load()) {
+    if (in_flight_->writer.joinable()) in_flight_->writer.join();
+    ended_.push_back(in_flight_->outcome);
+    in_flight_.reset();
+  }
+  return std::exchange(ended_, {});
+}
+
+std::vector<SaveOutcome> Checkpointer::finish() {
+  if (in_flight_) in_flight_->copy_waited = true;  // no optimizer step follows
+  if (in_flight_ && in_flight_->writer.joinable()) in_flight_->writer.join();
+  return poll();
+}
+
+// The writer: finish the snapshot copy, write this rank's pieces, commit (agreed over ranks).
+void Checkpointer::write(InFlight& job) {
+  SaveOutcome& o = job.outcome;
+  try {
+    if (cfg_.checkpoint.async) job.copy.finish();
+    const SaveOutcome r = coordinate(job);
+    o.ok = r.ok, o.dir = r.dir, o.error = r.error, o.bytes = r.bytes;
+  } catch (...) {
+    o.ok = false, o.error = error_text(std::current_exception());
+  }
+  o.total_ms = ms_since(job.start);
+  job.data = CheckpointData();  // drop references to the buffers and the live state
+  job.written = true;
+}
+
+// prepare (rank 0) → write_shards (every rank) → commit (rank 0), each rank's result and the
+// commit's outcome passed through the store under "<seq>/...".
+SaveOutcome Checkpointer::coordinate(InFlight& job) {
+  SaveOutcome o;
+  const bool multi = ctx_ && ctx_->world_size() > 1;
+  const bool leader = !ctx_ || ctx_->is_primary();
+  const int64_t rank = ctx_ ? ctx_->rank() : 0;
+  const int64_t world = ctx_ ? ctx_->world_size() : 1;
+  if (multi && !store_) {
+    // Writing a rank's pieces may take much longer than a collective.
+    const auto timeout = std::chrono::seconds(std::max<int64_t>(cfg_.parallel.timeout_sec, 1800));
+    store_ = std::make_unique<StoreClient>(ctx_->env(), "checkpoint/", timeout);
+  }
+  const std::string key = str(job.seq, "/");
+  auto attempt = [](auto&& fn) -> nlohmann::json {
+    try {
+      return fn();
+    } catch (...) {
+      return {{"error", error_text(std::current_exception())}};
+    }
+  };
+  // 1. The temporary directory.
+  nlohmann::json ready;
+  if (leader) ready = attempt([&] { return nlohmann::json{{"dir", prepare_checkpoint(job.root, job.data.step)}}; });
+  if (multi && leader) store_->set(key + "ready", ready.dump());
+  if (multi && !leader) ready = nlohmann::json::parse(store_->get(key + "ready"));
+  // 2. This rank's pieces.
+  nlohmann::json mine = ready.contains("error")
+                            ? nlohmann::json{{"error", "the checkpoint directory could not be prepared"}}
+                            : attempt([&] { return write_shards(ready.at("dir"), rank, job.data); });
+  fault::point("fragment");
+  if (multi) store_->set(str(key, "rank", rank), mine.dump());
+  // 3. The commit, by rank 0 once every rank has written.
+  nlohmann::json commit;
+  if (leader) {
+    std::vector<nlohmann::json> records;
+    std::string error = ready.value("error", "");
+    for (int64_t r = 0; r < world; ++r) {
+      auto rec = r == rank ? mine : nlohmann::json::parse(store_->get(str(key, "rank", r)));
+      if (rec.contains("error") && error.empty()) error = multi ? str("rank ", r, ": ", rec["error"].get<std::string>()) : rec["error"].get<std::string>();
+      records.push_back(std::move(rec));
+    }
+    commit = error.empty() ? attempt([&] {
+      const auto res = commit_checkpoint(job.root, ready.at("dir"), job.data, records, cfg_.checkpoint.keep);
+      return nlohmann::json{{"dir", res.dir}, {"bytes", res.bytes}};
+    })
+                           : nlohmann::json{{"error", error}};
+    if (commit.contains("error") && ready.contains("dir")) abandon_checkpoint(ready.at("dir"));
+    if (multi) store_->set(key + "commit", commit.dump());
+  } else {
+    commit = nlohmann::json::parse(store_->get(key + "commit"));
+  }
+  o.ok = !commit.contains("error");
+  if (o.ok) o.dir = commit.at("dir"), o.bytes = commit.at("bytes");
+  else o.error = commit.at("error");
+  return o;
 }
 
 }  // namespace weft

@@ -55,11 +55,21 @@ void Reporter::eval(int64_t step, double loss) {
   if (console_) std::printf("eval step %" PRId64 " | val_loss %.4f\n", step, loss), std::fflush(stdout);
 }
 
-void Reporter::checkpoint(int64_t step, const std::string& dir, uint64_t bytes, double ms) {
+void Reporter::checkpoint(const SaveOutcome& o, int64_t consecutive_failures) {
   if (!metrics_) return;
-  metrics_->write({{"event", "checkpoint"}, {"step", step}, {"blocking_ms", ms}, {"total_ms", ms},
-                   {"bytes", bytes}, {"dir", dir}});
-  if (console_) std::printf("checkpoint %s (%.1f MB from rank 0, %.0f ms)\n", dir.c_str(), bytes / 1e6, ms), std::fflush(stdout);
+  if (!o.ok) {
+    metrics_->write({{"event", "checkpoint_failed"}, {"step", o.step}, {"error", o.error},
+                     {"consecutive_failures", consecutive_failures}});
+    if (console_)
+      std::printf("checkpoint of step %lld FAILED (%lld in a row): %s\n", (long long)o.step,
+                  (long long)consecutive_failures, o.error.c_str()), std::fflush(stdout);
+    return;
+  }
+  metrics_->write({{"event", "checkpoint"}, {"step", o.step}, {"blocking_ms", o.blocking_ms}, {"total_ms", o.total_ms},
+                   {"bytes", o.bytes}, {"dir", o.dir}, {"async", o.async}});
+  if (console_)
+    std::printf("checkpoint %s (%.1f MB, training waited %.0f ms of %.0f ms)\n", o.dir.c_str(), o.bytes / 1e6,
+                o.blocking_ms, o.total_ms), std::fflush(stdout);
 }
 
 void Reporter::event(const nlohmann::json& record) {

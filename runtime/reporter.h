@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "core/config.h"
+#include "runtime/checkpointer.h"
 #include "runtime/trainer.h"
 
 namespace weft {
@@ -29,7 +30,9 @@ class Reporter {
   // and, every train.log_interval steps and at the last, the progress line.
   void step(const StepMetrics& m, int64_t dp, int64_t pp);
   void eval(int64_t step, double loss);
-  void checkpoint(int64_t step, const std::string& dir, uint64_t bytes, double ms);
+  // How a save ended: {"event":"checkpoint", step, dir, blocking_ms, total_ms, bytes, async}, or
+  // {"event":"checkpoint_failed", step, error, consecutive_failures} (also logged).
+  void checkpoint(const SaveOutcome& o, int64_t consecutive_failures);
   // Any other event record ({"event": ..., ...}).
   void event(const nlohmann::json& record);
 

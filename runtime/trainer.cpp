@@ -64,6 +64,8 @@ struct Trainer::State {
   std::shared_ptr<SampleSource> train_data, valid_data;
   int64_t step = 0, consumed_samples = 0, last_saved = 0;
   bool stopping = false;  // agreed over every rank after each step
+  int64_t failed_saves = 0;      // consecutive failed checkpoint saves
+  std::string save_error;        // the failure that stops training (checkpoint.on_error=stop)
   double flops_per_token = 0, peak_flops = 0;
   Group alone = single_stage_group();
 
@@ -132,6 +134,8 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
 
   if (auto r = s.checkpointer->restore()) {
     s.step = r->step, s.consumed_samples = r->consumed_samples;
+    for (const auto& [dir, error] : r->skipped)
+      s.reporter->event({{"event", "checkpoint_fallback"}, {"from", dir}, {"to", r->dir}, {"error", error}});
     LOG(INFO) << (r->resumed ? "resumed from " : "initialised weights from ") << r->dir << " at step " << s.step;
     s.reporter->event({{"event", r->resumed ? "resume" : "init_from"}, {"step", s.step}, {"checkpoint", r->dir}});
   }
@@ -195,8 +199,27 @@ void Trainer::train_loop() {
     }
     if (cfg_.checkpoint.interval > 0 && s.step % cfg_.checkpoint.interval == 0) save();
   }
-  // The last state is always saved; so is step 0 of a run that trains no step.
-  if (s.step != s.last_saved || (s.step == first_step && first_step == 0)) save();
+  // Every rank learns how the saves so far ended before deciding on the last one together.
+  report_saves(s.checkpointer->finish());
+  // The last state is always saved; so is step 0 of a run that trains no step. Not after a failed
+  // save stopped training (checkpoint.on_error=stop).
+  if (s.save_error.empty() && (s.step != s.last_saved || (s.step == first_step && first_step == 0))) save();
+  report_saves(s.checkpointer->finish());
+  WEFT_CHECK(s.save_error.empty(), "training stopped at step ", s.step, " (checkpoint.on_error=stop): ", s.save_error);
+}
+
+void Trainer::report_saves(const std::vector<SaveOutcome>& outcomes) {
+  auto& s = *s_;
+  for (const auto& o : outcomes) {
+    s.failed_saves = o.ok ? 0 : s.failed_saves + 1;
+    if (!o.ok) {
+      LOG(ERROR) << "checkpoint of step " << o.step << " failed (" << s.failed_saves << " in a row): " << o.error
+                 << "; the previous checkpoint is intact"
+                 << (cfg_.checkpoint.on_error == "stop" ? "; stopping (checkpoint.on_error=stop)" : "; training goes on");
+      if (cfg_.checkpoint.on_error == "stop" && s.save_error.empty()) s.save_error = o.error;
+    }
+    s.reporter->checkpoint(o, s.failed_saves);
+  }
 }
 
 StepMetrics Trainer::train_step() {
@@ -208,7 +231,9 @@ StepMetrics Trainer::train_step() {
   const Pass pass = forward_backward(batch);
   const double sync_ms = s.model->finish_grad_sync();
   const double grad_norm = clip_global_grad_norm(s.model->optimizer(), cfg_.optim.clip_grad);
+  s.checkpointer->before_optimizer_step();  // a snapshot being copied must not see this update
   s.model->optimizer().step(lr);
+  report_saves(s.checkpointer->poll());
   s.step += 1;
   s.consumed_samples += cfg_.train.global_batch_size;
 
@@ -291,7 +316,7 @@ StepMetrics Trainer::agree(const Pass& pass, const Batch& batch, double lr, doub
   StepMetrics m;
   m.loss = part;
   m.peak_rss_mb = peak_rss_mb();
-  bool stopping = stop_.load();
+  bool stopping = stop_.load() || !s.save_error.empty();
   if (s.ctx && s.ctx->world_size() > 1) {
     // Agree on the loss and on stopping (a signal may reach ranks at different steps).
     auto sums = at::tensor({part, reports && !batch.uniform ? 1.0 : 0.0, stopping ? 1.0 : 0.0, pass.pipe.compute_ms},
@@ -332,8 +357,8 @@ void Trainer::notify(const StepMetrics& m) {
 
 void Trainer::save() {
   auto& s = *s_;
-  const auto saved = s.checkpointer->save(s.step, s.consumed_samples);
-  s.reporter->checkpoint(s.step, saved.result.dir, saved.result.bytes, saved.ms);
+  s.checkpointer->save(s.step, s.consumed_samples);
+  report_saves(s.checkpointer->poll());
   s.last_saved = s.step;
 }
 

@@ -40,6 +40,7 @@ struct TrainerStatus {
 };
 
 class ParallelContext;
+struct SaveOutcome;
 
 struct TrainerOptions {
   bool console = true;  // print a progress line every train.log_interval steps
@@ -90,6 +91,7 @@ class Trainer {
   StepMetrics agree(const Pass& pass, const Batch& batch, double lr, double grad_norm, double sync_ms);
   double evaluate_valid();
   void save();
+  void report_saves(const std::vector<SaveOutcome>& outcomes);
   void notify(const StepMetrics& m);
   Config cfg_;
   TrainerOptions opts_;

@@ -50,4 +50,32 @@ void run_on_side_stream(const at::Device& device, const std::function<void()>& f
   side.synchronize();
 }
 
+std::shared_ptr<void> detail_cuda_copy_async(const at::Device& device, const std::vector<at::Tensor>& src,
+                                             const std::vector<at::Tensor>& dst,
+                                             const std::function<void(size_t)>& after_each) {
+  auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
+  auto current = c10::cuda::getCurrentCUDAStream(device.index());
+  at::cuda::CUDAEvent ready;
+  ready.record(current);
+  ready.block(side);
+  auto done = std::make_shared<at::cuda::CUDAEvent>();
+  {
+    c10::cuda::CUDAStreamGuard guard(side);
+    for (size_t i = 0; i < src.size(); ++i) {
+      dst[i].copy_(src[i], /*non_blocking=*/true);
+      if (after_each) after_each(i);
+    }
+    done->record(side);
+  }
+  return done;
+}
+
+void detail_cuda_event_synchronize(const std::shared_ptr<void>& event) {
+  static_cast<at::cuda::CUDAEvent*>(event.get())->synchronize();
+}
+
+void detail_cuda_event_block_current(const std::shared_ptr<void>& event, const at::Device& device) {
+  static_cast<at::cuda::CUDAEvent*>(event.get())->block(c10::cuda::getCurrentCUDAStream(device.index()));
+}
+
 }  // namespace weft

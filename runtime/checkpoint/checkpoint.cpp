@@ -1,19 +1,26 @@
-// Checkpoint commit protocol: write everything into a temporary directory, fsync each file,
-// write the manifest last, fsync, rename the directory into place, fsync the root, then replace
-// `latest`. A reader trusts a checkpoint only if its manifest exists and every file matches it.
+// Checkpoint commit protocol: write everything into <step>.tmp, fsync each file, write the
+// manifest last, fsync, rename the directory into place, fsync the root, then replace `latest`.
+// Deleting renames to <step>.deleting first, so a crash never leaves a manifest-less step
+// directory that looks like a checkpoint. A reader trusts a checkpoint only if its manifest exists
+// and the blocks it reads match their CRC32C.
 #include "runtime/checkpoint/checkpoint.h"
 
+#include <fcntl.h>
+#include <glog/logging.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <set>
 
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/safetensors.h"
-#include "parallel/comm.h"
+#include "runtime/checkpoint/fault.h"
 
 namespace fs = std::filesystem;
 
@@ -21,9 +28,10 @@ namespace weft {
 namespace {
 
 constexpr const char* kFormat = "weft-checkpoint";
-constexpr int kVersion = 1;
+constexpr int kVersion = 2;
 constexpr const char* kManifest = "manifest.json";
 constexpr const char* kStepPrefix = "step_";
+constexpr uint64_t kBlockBytes = 1 << 20;  // CRC32C granularity of tensor data
 
 std::string shard_file(const std::string& kind, int64_t rank) {
   char buf[64];
@@ -31,19 +39,18 @@ std::string shard_file(const std::string& kind, int64_t rank) {
   return buf;
 }
 
-std::string dtype_name(at::ScalarType t) { return c10::toString(t); }
+std::string crc_hex(const std::vector<uint32_t>& crcs) {
+  std::string s;
+  char buf[9];
+  for (uint32_t c : crcs) std::snprintf(buf, sizeof(buf), "%08x", c), s += buf;
+  return s;
+}
 
 ShardPlacement whole(const at::Tensor& t) {
   ShardPlacement p;
   p.global_shape = p.shape = t.sizes().vec();
   p.offsets.assign(p.shape.size(), 0);
   return p;
-}
-
-nlohmann::json placement_json(const ShardPlacement& p, const std::string& file) {
-  nlohmann::json j = {{"file", file}, {"offsets", p.offsets}, {"shape", p.shape}};
-  if (p.flat_begin >= 0) j["flat_range"] = {p.flat_begin, p.flat_end};
-  return j;
 }
 
 ShardPlacement placement_from_json(const nlohmann::json& tensor, const nlohmann::json& shard) {
@@ -58,17 +65,15 @@ ShardPlacement placement_from_json(const nlohmann::json& tensor, const nlohmann:
   return p;
 }
 
-// Records each tensor's global shape and where this rank's shard of it lies.
-void describe_tensors(nlohmann::json& tensors, const NamedTensors& list, const std::string& file,
-                      const std::map<std::string, ShardPlacement>& placement) {
-  for (const auto& [name, t] : list) {
-    auto it = placement.find(name);
-    const ShardPlacement p = it == placement.end() ? whole(t) : it->second;
-    auto& entry = tensors[name];
-    entry["dtype"] = dtype_name(t.scalar_type());
-    entry["global_shape"] = p.global_shape;
-    entry["shards"].push_back(placement_json(p, file));
-  }
+void record_file(const fs::path& path, uint64_t bytes, uint32_t crc, nlohmann::json& files) {
+  files[path.filename().string()] = {{"bytes", bytes}, {"crc32c", crc}};
+}
+
+void write_text_file(const fs::path& path, const std::string& text, nlohmann::json& files) {
+  FileWriter w(path.string());
+  w.write(text.data(), text.size());
+  w.close();
+  record_file(path, w.bytes(), w.crc(), files);
 }
 
 // Merges another rank's tensor records into the manifest's.
@@ -84,11 +89,26 @@ void merge_tensors(nlohmann::json& into, const nlohmann::json& from) {
     }
 }
 
-void write_text_file(const fs::path& path, const std::string& text, nlohmann::json& files) {
-  FileWriter w(path.string());
-  w.write(text.data(), text.size());
-  w.close();
-  files[path.filename().string()] = {{"bytes", w.bytes()}, {"crc32c", w.crc()}};
+bool is_step_name(const std::string& name) {
+  return name.rfind(kStepPrefix, 0) == 0 && name.find('.') == std::string::npos;
+}
+
+// Renames `dir` to <dir>.deleting (durably), then removes it: a crash leaves a name that is
+// never mistaken for a checkpoint and is cleaned at the next start.
+void delete_checkpoint_dir(const fs::path& dir, bool fault_point) {
+  const fs::path doomed = dir.string() + ".deleting";
+  std::error_code ec;
+  fs::remove_all(doomed, ec);
+  fs::rename(dir, doomed, ec);
+  WEFT_CHECK(!ec, "cannot delete old checkpoint ", dir.string(), " (rename to ", doomed.string(), "): ", ec.message());
+  fsync_path(dir.parent_path().string());
+  if (fault_point) {
+    // Half-removed, as a crash mid-deletion would leave it.
+    fs::remove(doomed / kManifest, ec);
+    fault::point("retention");
+  }
+  fs::remove_all(doomed, ec);
+  WEFT_CHECK(!ec, "cannot remove ", doomed.string(), ": ", ec.message());
 }
 
 nlohmann::json read_manifest(const fs::path& dir) {
@@ -101,86 +121,96 @@ nlohmann::json read_manifest(const fs::path& dir) {
   } catch (const nlohmann::json::exception& e) {
     fail(str(path.string(), ": corrupt manifest (", e.what(), "); delete this checkpoint"));
   }
-  WEFT_CHECK(m.value("format", "") == kFormat && m.value("version", 0) == kVersion,
-             path.string(), ": not a weft checkpoint manifest of version ", kVersion);
+  WEFT_CHECK(m.is_object() && m.value("format", "") == kFormat, path.string(), " is not a weft checkpoint manifest");
+  WEFT_CHECK(m.value("version", 0) == kVersion, path.string(), ": checkpoint format version ", m.value("version", 0),
+             " cannot be read by this Weft (it reads version ", kVersion, "); load it with the Weft that wrote it "
+             "and export it with `weft convert --to hf:DIR`");
   return m;
 }
 
-// Checks every file the manifest lists: present, right size, right CRC32C.
-void verify_files(const fs::path& dir, const nlohmann::json& manifest) {
-  for (const auto& [name, info] : manifest.at("files").items()) {
-    const fs::path path = dir / name;
-    WEFT_CHECK(fs::exists(path), "checkpoint ", dir.string(), " is damaged: ", name,
-               " is missing; delete it or resume from an older checkpoint");
-    MappedFile f(path.string());
-    WEFT_CHECK(f.size() == info.at("bytes").get<uint64_t>(), path.string(), " is damaged: ",
-               f.size(), " bytes, manifest says ", info.at("bytes").get<uint64_t>(),
-               "; delete this checkpoint or resume from an older one");
-    WEFT_CHECK(crc32c(f.data(), f.size()) == info.at("crc32c").get<uint32_t>(), path.string(),
-               " is damaged: CRC32C mismatch; delete this checkpoint or resume from an older one");
+// ---- Boxes ------------------------------------------------------------------------------------
+
+// A box of a tensor, with where its elements start in a flat row-major run of elements.
+struct Box {
+  std::vector<int64_t> offsets, shape;  // in the global tensor
+  int64_t pos = 0;                      // index of its first element in the run
+};
+
+int64_t product(const std::vector<int64_t>& v, size_t from = 0) {
+  int64_t n = 1;
+  for (size_t i = from; i < v.size(); ++i) n *= v[i];
+  return n;
+}
+
+// Splits the row-major elements [b, e) of the sub-array shape[d:] into boxes in order (at most
+// 2 * (rank - d) - 1 of them): a partial leading row, whole rows, a partial trailing row.
+void split_range(const std::vector<int64_t>& shape, size_t d, int64_t b, int64_t e, std::vector<Box>& out) {
+  if (b >= e) return;
+  const size_t nd = shape.size();
+  if (d + 1 >= nd) {
+    out.push_back({{b}, {e - b}, 0});
+    return;
   }
-}
-
-// The box [offsets, offsets + shape) of `full`, as a view.
-at::Tensor box_of(const at::Tensor& full, const std::vector<int64_t>& offsets, const std::vector<int64_t>& shape) {
-  at::Tensor v = full;
-  for (size_t d = 0; d < shape.size(); ++d) v = v.narrow(int64_t(d), offsets[d], shape[d]);
-  return v;
-}
-
-// Whole tensors of one kind, put together from every rank's pieces (boxes, or flat slices of
-// boxes for ZeRO-1 state).
-NamedTensors assemble(const fs::path& dir, const nlohmann::json& manifest, const std::string& kind) {
-  NamedTensors out;
-  if (!manifest.at("tensors").contains(kind)) return out;
-  std::map<std::string, std::unique_ptr<SafetensorsReader>> readers;
-  auto reader = [&](const std::string& file) -> SafetensorsReader& {
-    auto& r = readers[file];
-    if (!r) r = std::make_unique<SafetensorsReader>((dir / file).string());
-    return *r;
-  };
-  for (const auto& [name, entry] : manifest.at("tensors").at(kind).items()) {
-    const auto global = entry.at("global_shape").get<std::vector<int64_t>>();
-    at::Tensor full;
-    std::map<std::vector<int64_t>, at::Tensor> flat_boxes;  // by offsets
-    for (const auto& shard : entry.at("shards")) {
-      const auto p = placement_from_json(entry, shard);
-      auto piece = reader(shard.at("file").get<std::string>()).get(name);
-      if (!full.defined()) full = at::zeros(global, piece.options());
-      if (p.flat_begin < 0) {
-        box_of(full, p.offsets, p.shape).copy_(piece.view(p.shape));
-        continue;
-      }
-      auto& box = flat_boxes[p.offsets];
-      if (!box.defined()) box = at::zeros(p.shape, piece.options());
-      box.view({-1}).narrow(0, p.flat_begin, p.flat_end - p.flat_begin).copy_(piece.reshape({-1}));
-      box_of(full, p.offsets, p.shape).copy_(box);
+  const int64_t row = product(shape, d + 1);
+  auto nested = [&](int64_t r, int64_t lo, int64_t hi) {
+    std::vector<Box> sub;
+    split_range(shape, d + 1, lo, hi, sub);
+    for (auto& s : sub) {
+      s.offsets.insert(s.offsets.begin(), r);
+      s.shape.insert(s.shape.begin(), 1);
+      out.push_back(std::move(s));
     }
-    out.emplace_back(name, full);
+  };
+  if (b / row == (e - 1) / row && (b % row != 0 || e % row != 0)) return nested(b / row, b % row, e - b / row * row);
+  if (b % row != 0) nested(b / row, b % row, row), b = (b / row + 1) * row;
+  if (e / row > b / row) {
+    Box full{{b / row}, {e / row - b / row}, 0};
+    for (size_t k = d + 1; k < nd; ++k) full.offsets.push_back(0), full.shape.push_back(shape[k]);
+    out.push_back(std::move(full));
+  }
+  if (e % row != 0) nested(e / row, 0, e % row);
+}
+
+// The boxes, in global coordinates, that a placement's saved elements form, with their position
+// in the piece's flat run.
+std::vector<Box> boxes_of(const ShardPlacement& p) {
+  std::vector<Box> out;
+  if (p.shape.empty()) return {Box{{}, {}, 0}};  // a scalar
+  const int64_t b = p.flat_begin < 0 ? 0 : p.flat_begin, e = p.flat_begin < 0 ? product(p.shape) : p.flat_end;
+  split_range(p.shape, 0, b, e, out);
+  int64_t pos = 0;
+  for (auto& box : out) {
+    for (size_t d = 0; d < box.offsets.size(); ++d) box.offsets[d] += p.offsets[d];
+    box.pos = pos;
+    pos += product(box.shape);
   }
   return out;
 }
 
-std::vector<fs::path> complete_checkpoints(const fs::path& root) {
-  std::vector<fs::path> out;
-  if (!fs::is_directory(root)) return out;
-  for (const auto& e : fs::directory_iterator(root)) {
-    const auto name = e.path().filename().string();
-    if (e.is_directory() && name.rfind(kStepPrefix, 0) == 0 &&
-        name.find('.') == std::string::npos && fs::exists(e.path() / kManifest))
-      out.push_back(e.path());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+std::vector<int64_t> row_major_strides(const std::vector<int64_t>& shape) {
+  std::vector<int64_t> s(shape.size(), 1);
+  for (size_t d = shape.size(); d-- > 1;) s[d - 1] = s[d] * shape[d];
+  return s;
 }
 
 }  // namespace
+
+// ---- Small pieces -------------------------------------------------------------------------------
 
 std::string checkpoint_name(int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%s%08lld", kStepPrefix, (long long)step);
   return buf;
 }
+
+std::string CheckpointLayout::describe() const {
+  std::string s = str("tp(", tp, ") × pp(", pp, ") × dp(", dp, ")");
+  if (vpp > 1) s += str(" × vpp(", vpp, ")");
+  if (zero > 0) s += str(", ZeRO-", zero);
+  return s;
+}
+
+int64_t ShardPlacement::numel() const { return flat_begin >= 0 ? flat_end - flat_begin : product(shape); }
 
 std::string ShardPlacement::describe() const {
   auto list = [](const std::vector<int64_t>& v) {
@@ -193,102 +223,181 @@ std::string ShardPlacement::describe() const {
   return s;
 }
 
-SaveResult save_checkpoint(const std::string& root_str, const CheckpointData& data, int64_t keep,
-                           const Group* world) {
-  const bool multi = world && world->size() > 1;
-  const int64_t rank = multi ? world->global_rank : 0;
-  const bool leader = !multi || world->rank == 0;
-  const fs::path root(root_str);
+// ---- Writing ------------------------------------------------------------------------------------
+
+std::string prepare_checkpoint(const std::string& root, int64_t step) {
+  const fs::path tmp = fs::path(root) / (checkpoint_name(step) + ".tmp");
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  WEFT_CHECK(!ec, "cannot create checkpoint directory ", root, ": ", ec.message());
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  WEFT_CHECK(!ec, "cannot create ", tmp.string(), ": ", ec.message());
+  return tmp.string();
+}
+
+nlohmann::json write_shards(const std::string& tmp_dir, int64_t rank, const CheckpointData& data) {
+  nlohmann::json rec = {{"files", nlohmann::json::object()}, {"tensors", nlohmann::json::object()}, {"bytes", 0}};
+  bool first = true;
+  auto write = [&](const std::string& kind, const NamedTensors& list,
+                   const std::map<std::string, ShardPlacement>& placement) {
+    if (list.empty()) return;
+    if (!first) fault::point("write");  // one file of this rank written, the next not yet
+    first = false;
+    const std::string file = shard_file(kind, rank);
+    const auto r = write_safetensors((fs::path(tmp_dir) / file).string(), list, {{"kind", kind}}, kBlockBytes);
+    record_file(file, r.bytes, r.crc32c, rec["files"]);
+    rec["bytes"] = rec["bytes"].get<uint64_t>() + r.bytes;
+    for (size_t i = 0; i < list.size(); ++i) {
+      const auto& [name, t] = list[i];
+      auto it = placement.find(name);
+      const ShardPlacement p = it == placement.end() ? whole(t) : it->second;
+      nlohmann::json shard = {{"file", file},
+                              {"offsets", p.offsets},
+                              {"shape", p.shape},
+                              {"data", {r.tensors[i].begin, r.tensors[i].end}},
+                              {"crc32c", crc_hex(r.tensors[i].block_crc32c)}};
+      if (p.flat_begin >= 0) shard["flat_range"] = {p.flat_begin, p.flat_end};
+      auto& entry = rec["tensors"][kind][name];
+      entry["dtype"] = safetensors_dtype_name(t.scalar_type());
+      entry["global_shape"] = p.global_shape;
+      entry["shards"].push_back(std::move(shard));
+    }
+  };
+  write("model", data.model, data.model_placement);
+  write("optim", data.optimizer, data.optimizer_placement);
+  if (first) fault::point("write");
+  return rec;
+}
+
+SaveResult commit_checkpoint(const std::string& root_str, const std::string& tmp_str, const CheckpointData& data,
+                             const std::vector<nlohmann::json>& rank_records, int64_t keep) {
+  const fs::path root(root_str), tmp(tmp_str);
   const std::string name = checkpoint_name(data.step);
   const fs::path final_dir = root / name;
-  // Every rank writes into the same temporary directory, so its name must not depend on the
-  // process; only the leader creates (and clears) it.
-  const fs::path tmp = root / (name + ".tmp");
-  std::error_code ec;
-  if (leader) {
-    fs::create_directories(root, ec);
-    WEFT_CHECK(!ec, "cannot create checkpoint directory ", root.string(), ": ", ec.message());
-    fs::remove_all(tmp);
-    fs::create_directories(tmp, ec);
-    WEFT_CHECK(!ec, "cannot create ", tmp.string(), ": ", ec.message());
-  }
-  if (multi) barrier(*world);
-
   nlohmann::json files = nlohmann::json::object(), tensors = nlohmann::json::object();
-  auto write_shard = [&](const std::string& kind, const NamedTensors& list,
-                         const std::map<std::string, ShardPlacement>& placement) {
-    if (list.empty()) return;
-    const std::string file = shard_file(kind, rank);
-    auto r = write_safetensors((tmp / file).string(), list, {{"kind", kind}});
-    files[file] = {{"bytes", r.bytes}, {"crc32c", r.crc32c}};
-    describe_tensors(tensors[kind], list, file, placement);
-  };
-  write_shard("model", data.model, data.model_placement);
-  write_shard("optim", data.optimizer, data.optimizer_placement);
-  if (multi) {
-    // Hand this rank's records to the leader through the shared directory.
-    const nlohmann::json fragment = {{"files", files}, {"tensors", tensors}};
-    if (!leader) write_file_atomic((tmp / str("fragment.rank", rank, ".json")).string(), fragment.dump());
-    barrier(*world);
-    if (!leader) {
-      barrier(*world);  // the leader commits
-      uint64_t bytes = 0;
-      for (const auto& [f, info] : files.items()) bytes += info.at("bytes").get<uint64_t>();
-      return {final_dir.string(), bytes};
-    }
-    for (int64_t r : world->ranks) {
-      if (r == rank) continue;
-      const fs::path frag = tmp / str("fragment.rank", r, ".json");
-      const auto other = nlohmann::json::parse(read_file(frag.string()));
-      for (const auto& [f, info] : other.at("files").items()) files[f] = info;
-      merge_tensors(tensors, other.at("tensors"));
-      fs::remove(frag);
-    }
+  for (const auto& r : rank_records) {
+    for (const auto& [f, info] : r.at("files").items()) files[f] = info;
+    merge_tensors(tensors, r.at("tensors"));
   }
-  try {
   write_text_file(tmp / "trainer_state.json", data.trainer_state.dump(2), files);
   write_text_file(tmp / "config.yaml", data.config_yaml, files);
-  for (const auto& [name, text] : data.extra_files) write_text_file(tmp / name, text, files);
-
-  nlohmann::json manifest = {
+  for (const auto& [file, text] : data.extra_files) write_text_file(tmp / file, text, files);
+  const auto& l = data.layout;
+  const nlohmann::json manifest = {
       {"format", kFormat},
       {"version", kVersion},
       {"step", data.step},
-      {"layout", {{"tp", data.layout.tp}, {"pp", data.layout.pp}, {"dp", data.layout.dp}}},
+      {"layout", {{"tp", l.tp}, {"pp", l.pp}, {"dp", l.dp}, {"vpp", l.vpp}, {"zero", l.zero}}},
+      {"block_bytes", kBlockBytes},
       {"files", files},
       {"tensors", tensors}};
-  write_file_atomic((tmp / kManifest).string(), manifest.dump(2));
+  write_file_atomic((tmp / kManifest).string(), manifest.dump(1));
   fsync_path(tmp.string());
+  fault::point("manifest");
 
-  // Commit: a checkpoint of the same step (a re-run) is replaced only after the new one is whole.
-  if (fs::exists(final_dir)) fs::remove_all(final_dir);
-  fs::rename(tmp, final_dir, ec);
-  WEFT_CHECK(!ec, "cannot commit checkpoint ", final_dir.string(), ": ", ec.message());
-  fsync_path(root.string());
+  // Commit. A complete checkpoint of the same step (a re-run) is swapped out atomically, so one
+  // whole checkpoint of this step exists at every moment.
+  std::error_code ec;
+  if (fs::exists(final_dir)) {
+    if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) != 0) {
+      // No RENAME_EXCHANGE on this filesystem: two renames; clean_checkpoint_root repairs a crash
+      // between them.
+      WEFT_CHECK(errno == EINVAL || errno == ENOSYS, "cannot commit checkpoint ", final_dir.string(), ": ",
+                 std::strerror(errno));
+      const fs::path old = final_dir.string() + ".deleting";
+      fs::remove_all(old, ec);
+      fs::rename(final_dir, old, ec);
+      if (!ec) fs::rename(tmp, final_dir, ec);
+      WEFT_CHECK(!ec, "cannot commit checkpoint ", final_dir.string(), ": ", ec.message());
+      fs::rename(old, tmp, ec);
+    }
+    fsync_path(root.string());
+    fs::remove_all(tmp, ec);  // now the old one
+  } else {
+    fs::rename(tmp, final_dir, ec);
+    WEFT_CHECK(!ec, "cannot commit checkpoint ", final_dir.string(), ": ", ec.message());
+    fsync_path(root.string());
+  }
+  fault::point("rename");
   write_file_atomic((root / "latest").string(), name + "\n");
+  fault::point("latest");
 
   if (keep > 0) {
-    auto all = complete_checkpoints(root);
+    const auto all = complete_checkpoints(root.string());
+    bool first = true;
     for (size_t i = 0; i + keep < all.size(); ++i)
-      if (all[i] != final_dir) fs::remove_all(all[i], ec);
+      if (all[i] != final_dir.string()) delete_checkpoint_dir(all[i], first), first = false;
   }
+  uint64_t total = 0;
+  for (const auto& [f, info] : files.items()) total += info.at("bytes").get<uint64_t>();
+  return {final_dir.string(), total};
+}
+
+void abandon_checkpoint(const std::string& tmp_dir) noexcept {
+  std::error_code ec;
+  fs::remove_all(tmp_dir, ec);
+  if (ec) LOG(WARNING) << "could not remove the failed checkpoint " << tmp_dir << ": " << ec.message();
+}
+
+SaveResult save_checkpoint(const std::string& root, const CheckpointData& data, int64_t keep) {
+  const std::string tmp = prepare_checkpoint(root, data.step);
+  try {
+    return commit_checkpoint(root, tmp, data, {write_shards(tmp, 0, data)}, keep);
   } catch (...) {
-    if (multi) barrier(*world);  // release the others; they see no commit
+    abandon_checkpoint(tmp);
     throw;
   }
-  if (multi) barrier(*world);
-  uint64_t bytes = 0;
-  for (const auto& [f, info] : files.items()) bytes += info.at("bytes").get<uint64_t>();
-  return {final_dir.string(), bytes};
+}
+
+std::vector<std::string> clean_checkpoint_root(const std::string& root_str) {
+  const fs::path root(root_str);
+  std::vector<std::string> removed;
+  if (!fs::is_directory(root)) return removed;
+  // A re-save interrupted between its two renames (on a filesystem without RENAME_EXCHANGE this
+  // cannot happen; kept for directories copied from elsewhere): `latest` names a missing step
+  // whose complete copy is <step>.deleting — put it back.
+  std::string latest;
+  if (fs::exists(root / "latest")) latest = read_file((root / "latest").string()), latest.erase(latest.find_last_not_of(" \n\r\t") + 1);
+  std::error_code ec;
+  if (!latest.empty() && !fs::exists(root / latest) && fs::exists(root / (latest + ".deleting") / kManifest))
+    fs::rename(root / (latest + ".deleting"), root / latest, ec);
+  std::vector<fs::path> doomed;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const auto name = e.path().filename().string();
+    const bool leftover = name.rfind(kStepPrefix, 0) == 0 && e.is_directory() &&
+                          (!is_step_name(name) || !fs::exists(e.path() / kManifest));
+    if (leftover || name.rfind("latest.tmp.", 0) == 0) doomed.push_back(e.path());
+  }
+  for (const auto& p : doomed) {
+    fs::remove_all(p, ec);
+    WEFT_CHECK(!ec, "cannot remove the leftover ", p.string(), " of an interrupted checkpoint: ", ec.message(),
+               "; remove it by hand");
+    removed.push_back(p.string());
+  }
+  return removed;
+}
+
+// ---- Finding ----------------------------------------------------------------------------------
+
+std::vector<std::string> complete_checkpoints(const std::string& root_str) {
+  std::vector<std::string> out;
+  const fs::path root(root_str);
+  if (!fs::is_directory(root)) return out;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const auto name = e.path().filename().string();
+    if (e.is_directory() && is_step_name(name) && fs::exists(e.path() / kManifest)) out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::optional<std::string> find_latest_checkpoint(const std::string& root_str) {
   const fs::path root(root_str);
   const fs::path latest = root / "latest";
   if (!fs::exists(latest)) {
-    auto all = complete_checkpoints(root);
-    WEFT_CHECK(all.empty(), "checkpoint directory ", root.string(), " has checkpoints but no ",
-               "'latest' file; write the newest step directory's name into ", latest.string());
+    WEFT_CHECK(complete_checkpoints(root_str).empty(), "checkpoint directory ", root.string(),
+               " has checkpoints but no 'latest' file; write the newest step directory's name into ", latest.string());
     return std::nullopt;
   }
   std::string name = read_file(latest.string());
@@ -298,7 +407,8 @@ std::optional<std::string> find_latest_checkpoint(const std::string& root_str) {
   const fs::path dir = root / name;
   WEFT_CHECK(fs::is_directory(dir), latest.string(), " names ", name,
              " but that directory does not exist; fix 'latest' or remove it");
-  verify_files(dir, read_manifest(dir));
+  WEFT_CHECK(fs::exists(dir / kManifest), "checkpoint ", dir.string(), " (named by ", latest.string(),
+             ") has no ", kManifest, "; it is damaged: delete it and fix 'latest'");
   return dir.string();
 }
 
@@ -313,108 +423,183 @@ std::string resolve_checkpoint_dir(const std::string& dir) {
            " (an incomplete checkpoint?) nor a 'latest' file"));
 }
 
-CheckpointData load_checkpoint(const std::string& step_dir, bool with_optimizer) {
+// ---- Reading ------------------------------------------------------------------------------------
+
+struct CheckpointReader::Impl {
+  nlohmann::json manifest;
+  uint64_t block_bytes = kBlockBytes;
+  std::map<std::string, std::unique_ptr<MappedFile>> maps;   // by file name, opened on first use
+  std::set<std::pair<const nlohmann::json*, uint64_t>> verified;  // (shard record, block index)
+
+  const MappedFile& map(const fs::path& dir, const std::string& file) {
+    auto& m = maps[file];
+    if (!m) m = std::make_unique<MappedFile>((dir / file).string());
+    return *m;
+  }
+};
+
+CheckpointReader::CheckpointReader(const std::string& step_dir) : dir_(step_dir), impl_(new Impl) {
   const fs::path dir(step_dir);
-  const auto manifest = read_manifest(dir);
-  verify_files(dir, manifest);
-  CheckpointData data;
-  data.step = manifest.at("step").get<int64_t>();
-  const auto& layout = manifest.at("layout");
-  data.layout = {layout.at("tp").get<int64_t>(), layout.at("pp").get<int64_t>(),
-                 layout.at("dp").get<int64_t>()};
-  const auto& files = manifest.at("files");
-  data.model = assemble(dir, manifest, "model");
-  if (with_optimizer) data.optimizer = assemble(dir, manifest, "optim");
-  data.trainer_state = nlohmann::json::parse(read_file((dir / "trainer_state.json").string()));
-  data.config_yaml = read_file((dir / "config.yaml").string());
-  for (const auto& [file, info] : files.items())
+  auto& m = impl_->manifest;
+  m = read_manifest(dir);
+  try {
+    step_ = m.at("step").get<int64_t>();
+    const auto& l = m.at("layout");
+    layout_ = {l.at("tp").get<int64_t>(), l.at("pp").get<int64_t>(), l.at("dp").get<int64_t>(),
+               l.value("vpp", int64_t(1)), l.value("zero", int64_t(0))};
+    impl_->block_bytes = m.at("block_bytes").get<uint64_t>();
+    for (const auto& [name, info] : m.at("files").items()) {
+      const fs::path path = dir / name;
+      std::error_code ec;
+      const auto size = fs::file_size(path, ec);
+      WEFT_CHECK(!ec, "checkpoint ", dir.string(), " is damaged: ", name,
+                 " is missing; delete it or resume from an older checkpoint (checkpoint.fallback=true)");
+      WEFT_CHECK(size == info.at("bytes").get<uint64_t>(), path.string(), " is damaged: ", size, " bytes, the manifest says ",
+                 info.at("bytes").get<uint64_t>(), " (truncated?); delete this checkpoint or resume from an older one "
+                 "(checkpoint.fallback=true)");
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail(str((dir / kManifest).string(), ": malformed manifest (", e.what(), "); delete this checkpoint"));
+  }
+}
+
+CheckpointReader::~CheckpointReader() = default;
+
+namespace {
+std::string read_verified(const fs::path& dir, const nlohmann::json& manifest, const std::string& file) {
+  WEFT_CHECK(manifest.at("files").contains(file), dir.string(), ": the manifest lists no ", file);
+  const auto& info = manifest.at("files").at(file);
+  const std::string text = read_file((dir / file).string());
+  WEFT_CHECK(text.size() == info.at("bytes").get<uint64_t>() &&
+                 crc32c(text.data(), text.size()) == info.at("crc32c").get<uint32_t>(),
+             (dir / file).string(), " is damaged (size or CRC32C differs from the manifest); delete this checkpoint "
+             "or resume from an older one (checkpoint.fallback=true)");
+  return text;
+}
+}  // namespace
+
+nlohmann::json CheckpointReader::trainer_state() const {
+  return nlohmann::json::parse(read_verified(dir_, impl_->manifest, "trainer_state.json"));
+}
+
+std::string CheckpointReader::config_yaml() const { return read_verified(dir_, impl_->manifest, "config.yaml"); }
+
+std::map<std::string, std::string> CheckpointReader::extra_files() const {
+  std::map<std::string, std::string> out;
+  for (const auto& [file, info] : impl_->manifest.at("files").items())
     if (file.find(".safetensors") == std::string::npos && file != "trainer_state.json" && file != "config.yaml")
-      data.extra_files[file] = read_file((dir / file).string());
-  return data;
+      out[file] = read_verified(dir_, impl_->manifest, file);
+  return out;
 }
 
-CheckpointData load_checkpoint_metadata(const std::string& step_dir) {
-  const fs::path dir(step_dir);
-  const auto manifest = read_manifest(dir);
-  CheckpointData data;
-  data.step = manifest.at("step").get<int64_t>();
-  const auto& layout = manifest.at("layout");
-  data.layout = {layout.at("tp").get<int64_t>(), layout.at("pp").get<int64_t>(),
-                 layout.at("dp").get<int64_t>()};
-  data.trainer_state = nlohmann::json::parse(read_file((dir / "trainer_state.json").string()));
-  data.config_yaml = read_file((dir / "config.yaml").string());
-  return data;
+std::vector<std::string> CheckpointReader::names(const std::string& kind) const {
+  std::vector<std::string> out;
+  const auto& t = impl_->manifest.at("tensors");
+  if (t.contains(kind))
+    for (const auto& [name, entry] : t.at(kind).items()) out.push_back(name);
+  return out;
 }
 
-NamedTensors load_shards(const std::string& step_dir, const std::string& kind,
-                         const std::vector<std::pair<std::string, ShardPlacement>>& wanted) {
-  const fs::path dir(step_dir);
-  const auto manifest = read_manifest(dir);
-  const auto& layout = manifest.at("layout");
-  const std::string saved = str("tp(", layout.at("tp"), ") × pp(", layout.at("pp"), ") × dp(", layout.at("dp"), ")");
-  const auto& tensors = manifest.at("tensors");
-  std::map<std::string, std::unique_ptr<SafetensorsReader>> readers;
+NamedTensors CheckpointReader::read(const std::string& kind,
+                                    const std::vector<std::pair<std::string, ShardPlacement>>& wanted) {
+  const fs::path dir(dir_);
+  const auto& tensors = impl_->manifest.at("tensors");
+  const uint64_t B = impl_->block_bytes;
   NamedTensors out;
   for (const auto& [name, want] : wanted) {
-    WEFT_CHECK(tensors.contains(kind) && tensors.at(kind).contains(name), dir.string(), ": no ", kind,
-               " tensor '", name, "' in the checkpoint (saved as ", saved,
-               "); is it from another model config?");
+    WEFT_CHECK(tensors.contains(kind) && tensors.at(kind).contains(name), dir_, ": no ", kind, " tensor '", name,
+               "' in the checkpoint (saved as ", layout_.describe(), "); is it from another model config?");
     const auto& entry = tensors.at(kind).at(name);
-    auto reader = [&](const nlohmann::json& shard) -> SafetensorsReader& {
-      const auto file = shard.at("file").get<std::string>();
-      auto& r = readers[file];
-      if (!r) {
-        const fs::path path = dir / file;
-        const auto& info = manifest.at("files").at(file);
-        MappedFile f(path.string());
-        WEFT_CHECK(f.size() == info.at("bytes").get<uint64_t>() &&
-                       crc32c(f.data(), f.size()) == info.at("crc32c").get<uint32_t>(),
-                   path.string(), " is damaged (size or CRC32C differs from the manifest); delete this "
-                   "checkpoint or resume from an older one");
-        r = std::make_unique<SafetensorsReader>(path.string());
-      }
-      return *r;
-    };
-    // The wanted elements: box B = [offsets, offsets + shape), or its flat range [begin, end).
-    int64_t box_numel = 1;
-    for (int64_t d : want.shape) box_numel *= d;
-    const int64_t begin = want.flat_begin < 0 ? 0 : want.flat_begin;
-    const int64_t end = want.flat_begin < 0 ? box_numel : want.flat_end;
-    at::Tensor result;  // flat (end - begin)
+    const auto global = entry.at("global_shape").get<std::vector<int64_t>>();
+    WEFT_CHECK(global == want.global_shape, dir_, ": ", kind, " tensor '", name, "' has shape ",
+               c10::IntArrayRef(global), " in the checkpoint but the model wants ", want.describe(),
+               "; is it from another model config?");
+    const auto dtype = safetensors_dtype(entry.at("dtype").get<std::string>());
+    const int64_t esize = int64_t(c10::elementSize(dtype));
+    at::Tensor result = at::empty({want.numel()}, at::TensorOptions().dtype(dtype));
+    const auto want_boxes = boxes_of(want);
     int64_t covered = 0;
     for (const auto& shard : entry.at("shards")) {
       const auto p = placement_from_json(entry, shard);
-      if (p.global_shape != want.global_shape || p.shape.size() != want.shape.size()) continue;
-      if (p.flat_begin < 0) {
-        // A whole saved box containing B (same layout, or whole tensors sliced into TP pieces).
-        bool contains = true;
-        std::vector<int64_t> from;
-        for (size_t d = 0; contains && d < p.shape.size(); ++d) {
-          contains = p.offsets[d] <= want.offsets[d] && want.offsets[d] + want.shape[d] <= p.offsets[d] + p.shape[d];
-          from.push_back(want.offsets[d] - p.offsets[d]);
+      for (const auto& sb : boxes_of(p)) {
+        const auto sub_strides = row_major_strides(sb.shape);
+        for (const auto& wb : want_boxes) {
+          std::vector<int64_t> lo(global.size()), len(global.size());
+          bool empty = false;
+          for (size_t d = 0; d < global.size(); ++d) {
+            lo[d] = std::max(sb.offsets[d], wb.offsets[d]);
+            len[d] = std::min(sb.offsets[d] + sb.shape[d], wb.offsets[d] + wb.shape[d]) - lo[d];
+            empty |= len[d] <= 0;
+          }
+          if (empty) continue;
+          // Source: elements of the saved sub-box, laid out row-major from its position.
+          int64_t first = sb.pos, last = sb.pos;
+          for (size_t d = 0; d < global.size(); ++d)
+            first += (lo[d] - sb.offsets[d]) * sub_strides[d], last += (lo[d] + len[d] - 1 - sb.offsets[d]) * sub_strides[d];
+          const auto data = shard.at("data");
+          const uint64_t begin = data.at(0).get<uint64_t>(), end = data.at(1).get<uint64_t>();
+          const std::string file = shard.at("file").get<std::string>();
+          WEFT_CHECK(begin + uint64_t(last + 1) * esize <= end, dir_, ": manifest entry of ", kind, " tensor '", name,
+                     "' in ", file, " is inconsistent; delete this checkpoint");
+          const MappedFile& mf = impl_->map(dir, file);
+          const std::string crcs = shard.at("crc32c").get<std::string>();
+          for (uint64_t k = uint64_t(first) * esize / B; k <= (uint64_t(last + 1) * esize - 1) / B; ++k) {
+            if (!impl_->verified.insert({&shard, k}).second) continue;
+            const uint64_t from = begin + k * B, n = std::min(B, end - from);
+            WEFT_CHECK(crcs.size() >= 8 * (k + 1) &&
+                           crc32c(mf.data() + from, n) == uint32_t(std::stoul(crcs.substr(8 * k, 8), nullptr, 16)),
+                       (dir / file).string(), ": tensor '", name, "' is damaged (CRC32C mismatch in bytes [", from, ", ",
+                       from + n, ")); delete ", dir_, " or resume from an older checkpoint (checkpoint.fallback=true)");
+          }
+          auto src = at::from_blob(const_cast<uint8_t*>(mf.data()) + begin + first * esize, len, sub_strides,
+                                   at::TensorOptions().dtype(dtype));
+          at::Tensor dst = result.narrow(0, wb.pos, product(wb.shape)).view(wb.shape);
+          for (size_t d = 0; d < global.size(); ++d) dst = dst.narrow(int64_t(d), lo[d] - wb.offsets[d], len[d]);
+          dst.copy_(src);
+          covered += product(len);
         }
-        if (!contains) continue;
-        auto box = box_of(reader(shard).get(name).view(p.shape), from, want.shape).reshape({-1});
-        result = box.narrow(0, begin, end - begin).clone();
-        covered = end - begin;
-        break;
       }
-      // Flat slices of the same box (ZeRO-1 state, possibly cut at other places by another DP
-      // size or bucket layout): copy the overlap.
-      if (p.offsets != want.offsets || p.shape != want.shape) continue;
-      const int64_t lo = std::max(begin, p.flat_begin), hi = std::min(end, p.flat_end);
-      if (lo >= hi) continue;
-      auto piece = reader(shard).get(name).reshape({-1});
-      if (!result.defined()) result = at::empty({end - begin}, piece.options());
-      result.narrow(0, lo - begin, hi - lo).copy_(piece.narrow(0, lo - p.flat_begin, hi - lo));
-      covered += hi - lo;  // saved flat slices of one box never overlap
     }
-    WEFT_CHECK(result.defined() && covered == end - begin, dir.string(), ": no saved pieces of ", kind,
-               " tensor '", name, "' cover ", want.describe(), "; the checkpoint was saved as ", saved,
-               " and loads into layouts with the same tensor-parallel pieces until resharding lands");
+    WEFT_CHECK(covered == want.numel(), dir_, ": the saved pieces of ", kind, " tensor '", name, "' cover ", covered,
+               " of the ", want.numel(), " elements of ", want.describe(), " (saved as ", layout_.describe(),
+               "); the checkpoint is incomplete or its manifest damaged");
     out.emplace_back(name, want.flat_begin < 0 ? result.view(want.shape) : result);
   }
   return out;
+}
+
+NamedTensors CheckpointReader::read_all(const std::string& kind) {
+  std::vector<std::pair<std::string, ShardPlacement>> want;
+  const auto& t = impl_->manifest.at("tensors");
+  if (t.contains(kind))
+    for (const auto& [name, entry] : t.at(kind).items()) {
+      ShardPlacement p;
+      p.global_shape = p.shape = entry.at("global_shape").get<std::vector<int64_t>>();
+      p.offsets.assign(p.shape.size(), 0);
+      want.emplace_back(name, p);
+    }
+  return read(kind, want);
+}
+
+void CheckpointReader::verify_all() {
+  for (const auto& [file, info] : impl_->manifest.at("files").items()) {
+    const auto& mf = impl_->map(dir_, file);
+    WEFT_CHECK(crc32c(mf.data(), mf.size()) == info.at("crc32c").get<uint32_t>(), mf.path(),
+               " is damaged: CRC32C mismatch; delete this checkpoint or resume from an older one");
+  }
+}
+
+CheckpointData load_checkpoint(const std::string& step_dir, bool with_optimizer) {
+  CheckpointReader r(step_dir);
+  CheckpointData data;
+  data.step = r.step();
+  data.layout = r.layout();
+  data.model = r.read_all("model");
+  if (with_optimizer) data.optimizer = r.read_all("optim");
+  data.trainer_state = r.trainer_state();
+  data.config_yaml = r.config_yaml();
+  data.extra_files = r.extra_files();
+  return data;
 }
 
 }  // namespace weft

@@ -149,7 +149,7 @@ void ReplicatedAdamW::save_state(int64_t dp_rank, NamedTensors& tensors,
   for (size_t k = 0; k < trainable_.size(); ++k) {
     if (!trainable_[k]->owned) continue;
     for (size_t j = 2 * k; j < 2 * k + 2; ++j) {
-      tensors.emplace_back(state[j].first, state[j].second.to(at::kCPU));
+      tensors.emplace_back(state[j].first, state[j].second);  // live: the checkpointer snapshots it
       placements[state[j].first] = placement_of(trainable_[k]->shard);
     }
   }

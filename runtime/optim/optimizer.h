@@ -67,7 +67,8 @@ class Optimizer {
   // all-gather of the updated parameters).
   virtual void step(double lr) = 0;
   // Checkpoint state: what this rank writes (exp_avg.<name> / exp_avg_sq.<name> with their
-  // placement; `dp_rank` 0 writes replicated state, every DP rank its ZeRO-1 shard) ...
+  // placement; `dp_rank` 0 writes replicated state, every DP rank its ZeRO-1 shard). The tensors
+  // are the live state, on the training device: the caller copies them before the next step(). ...
   virtual void save_state(int64_t dp_rank, NamedTensors& tensors,
                           std::map<std::string, ShardPlacement>& placements) const = 0;
   // ... and what it reads back: the pieces wanted, then load_state() with them in that order.

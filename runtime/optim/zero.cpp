@@ -84,7 +84,7 @@ void ShardedAdamW::save_state(int64_t, NamedTensors& tensors, std::map<std::stri
   for (size_t i = 0; i < segments_.size(); ++i) {
     if (!params_[segments_[i].param].owned) continue;
     for (size_t j = 2 * i; j < 2 * i + 2; ++j) {
-      tensors.emplace_back(state[j].first, state[j].second.to(at::kCPU));
+      tensors.emplace_back(state[j].first, state[j].second);  // live: the checkpointer snapshots it
       placements[state[j].first] = segment_placement(segments_[i]);
     }
   }

@@ -69,6 +69,7 @@ TEST(Trainer, StatusReportsFailureWithTheMessage) {
   const auto blocker = fs::path(c.run.dir).parent_path() / "not_a_dir";
   std::ofstream(blocker) << "a file where the checkpoint directory should be";
   c.checkpoint.dir = (blocker / "ckpt").string();
+  c.checkpoint.on_error = "stop";
   Trainer t(c, quiet());
   const auto message = testing::error_of([&] { t.run(); });
   ASSERT_NE(message, "");
@@ -78,6 +79,31 @@ TEST(Trainer, StatusReportsFailureWithTheMessage) {
   EXPECT_FALSE(st.finished);
   EXPECT_EQ(st.error, message);
   EXPECT_NE(st.error.find("not_a_dir"), std::string::npos) << st.error;
+}
+
+// checkpoint.on_error=continue (the default): a save that cannot be written is reported and
+// training finishes.
+TEST(Trainer, FailedSaveIsReportedAndTrainingGoesOn) {
+  Config c = tiny_job("save_fails");
+  const auto blocker = fs::path(c.run.dir).parent_path() / "not_a_dir";
+  std::ofstream(blocker) << "a file where the checkpoint directory should be";
+  c.checkpoint.dir = (blocker / "ckpt").string();
+  c.checkpoint.interval = 1;
+  Trainer t(c, quiet());
+  t.run();
+  EXPECT_TRUE(t.status().finished);
+  EXPECT_FALSE(t.status().failed);
+  std::ifstream in(fs::path(c.run.dir) / "metrics.jsonl");
+  int failures = 0, last = 0;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.value("event", "") != "checkpoint_failed") continue;
+    ++failures;
+    EXPECT_EQ(j.at("consecutive_failures").get<int>(), last + 1) << line;
+    last = j.at("consecutive_failures").get<int>();
+    EXPECT_NE(j.at("error").get<std::string>().find("not_a_dir"), std::string::npos) << line;
+  }
+  EXPECT_EQ(failures, int(c.train.steps));  // every interval save, and no extra final one
 }
 
 TEST(Trainer, CallbackRegisteredWhileRunningIsCalledFromTheNextStep) {

@@ -1,0 +1,66 @@
+#include "runtime/checkpoint/fault.h"
+
+#include <glog/logging.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "core/error.h"
+
+namespace weft::fault {
+namespace {
+
+constexpr const char* kPoints[] = {"snapshot", "write", "fragment", "manifest", "rename", "latest", "retention"};
+
+struct Armed {
+  std::string point;  // empty: inert
+  int64_t save = 1, rank = 0;
+};
+
+std::atomic<int64_t> g_rank{0}, g_save{0};
+
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long long x = std::strtoll(v, &end, 10);
+  WEFT_CHECK(end && *end == '\0', name, "='", v, "' is not an integer");
+  return x;
+}
+
+const Armed& armed() {
+  static const Armed a = [] {
+    Armed a;
+    const char* p = std::getenv("WEFT_CHECKPOINT_FAULT");
+    if (!p || !*p) return a;
+    bool known = false;
+    for (const char* k : kPoints) known |= std::strcmp(k, p) == 0;
+    WEFT_CHECK(known, "WEFT_CHECKPOINT_FAULT='", p, "' is not a fault point; use one of snapshot, write, "
+               "fragment, manifest, rename, latest, retention");
+    a.point = p;
+    a.save = env_int("WEFT_CHECKPOINT_FAULT_SAVE", 1);
+    a.rank = env_int("WEFT_CHECKPOINT_FAULT_RANK", 0);
+    return a;
+  }();
+  return a;
+}
+
+}  // namespace
+
+void set_rank(int64_t rank) { g_rank = rank; }
+void begin_save() { g_save += 1; }
+
+void point(const char* name) {
+  const Armed& a = armed();
+  if (a.point != name || g_save.load() != a.save || g_rank.load() != a.rank) return;
+  LOG(ERROR) << "fault injection: rank " << a.rank << " dies at checkpoint point '" << name << "' of save " << a.save;
+  google::FlushLogFiles(google::GLOG_INFO);
+  ::kill(::getpid(), SIGKILL);
+}
+
+}  // namespace weft::fault
