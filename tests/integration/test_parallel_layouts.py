@@ -17,12 +17,14 @@ progress meter for the parallel layouts."""
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pyutil"))
-from weft_test import config, make_dataset, read_metrics, step_losses, tmpdir, weft  # noqa: E402
+# expect (as check) records a failure and goes on, so every layout is tried; report() exits 1 at the end.
+from weft_test import (eval_losses, grad_norms, layout_sets, make_dataset, read_metrics, report, step_losses,  # noqa: E402
+                       tmpdir, train, weft)
+from weft_test import expect as check  # noqa: E402
 
 STEPS = 6
 NPROC = 8
@@ -44,63 +46,12 @@ GPT2_LAYOUTS = [
 RESUME_LAYOUT = (2, 2, ["parallel.zero=1", "parallel.sequence_parallel=true"])  # also in LLAMA_LAYOUTS
 BF16_LAYOUT = (2, 2, [])
 
-FAILURES = []
 SUMMARY = []
-
-
-def check(cond, message):
-    """Like weft_test.check, but records the failure and goes on, so every layout is tried."""
-    if cond:
-        print("ok:", message, flush=True)
-    else:
-        print("FAIL:", message, flush=True)
-        FAILURES.append(message)
-    return cond
 
 
 def layout_name(family, tp, pp, sets):
     extra = "".join(" " + kv.removeprefix("parallel.") for kv in sets)
     return f"{family} tp={tp} pp={pp} dp={NPROC // (tp * pp)}{extra}"
-
-
-def layout_sets(tp, pp, sets):
-    # A hung peer (e.g. a schedule deadlock) fails in 2 minutes rather than the default 5.
-    return [f"parallel.tp={tp}", f"parallel.pp={pp}", "parallel.timeout_sec=120", *sets]
-
-
-def error_line(p):
-    """The first line of a failed run's output that says why, else its last line."""
-    lines = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.strip()]
-    for ln in lines:
-        if "error" in ln.lower():
-            return ln.strip()
-    return lines[-1].strip() if lines else "(no output)"
-
-
-def train(name, run_dir, prefix, cfg, nproc, steps, sets=()):
-    """One `weft train`; returns its stdout, or None after recording why it failed."""
-    args = ["train", "--config", config(cfg), "--set", "run.dir=" + run_dir, "--set", "data.prefix=" + prefix,
-            "--set", f"train.steps={steps}"]
-    for kv in sets:
-        args += ["--set", kv]
-    if nproc > 1:
-        args += ["--nproc", str(nproc)]
-    start = time.monotonic()
-    try:
-        p = weft(*args, check=False, timeout=900)
-    except subprocess.TimeoutExpired:
-        check(False, f"{name}: finishes within 900 s")
-        return None
-    print(f"time: {name} ({steps} steps, {nproc} process{'es' if nproc > 1 else ''}): "
-          f"{time.monotonic() - start:.1f} s", flush=True)
-    if not check(p.returncode == 0, f"{name}: trains {steps} steps" +
-                 (f" (exit {p.returncode}: {error_line(p)})" if p.returncode else "")):
-        return None
-    if nproc > 1:
-        others = sorted(set(re.findall(r"\[rank ([1-9][0-9]*)\] step", p.stdout)), key=int)
-        check(f"[rank 0] step {steps}/{steps}" in p.stdout and not others,
-              f"{name}: only rank 0 reports progress" + (f" (also ranks {', '.join(others)})" if others else ""))
-    return p.stdout
 
 
 def compare(name, run_dir, ref, tol):
@@ -149,14 +100,6 @@ def compare(name, run_dir, ref, tol):
 
 
 REF_DIRS = {}  # id(reference losses) -> its run directory
-
-
-def grad_norms(run_dir):
-    return {r["step"]: r["grad_norm"] for r in read_metrics(run_dir) if "event" not in r}
-
-
-def eval_losses(run_dir):
-    return {r["step"]: r["loss"] for r in read_metrics(run_dir) if r.get("event") == "eval"}
 
 
 def reference(name, run_dir, prefix, cfg, sets=()):
@@ -281,12 +224,7 @@ def main():
             check(sorted(a) == sorted(b) and worst < 1e-4,
                   f"fine-tune from a single-process checkpoint: tp=4 pp=2 matches one process (max rel diff {worst:.1e})")
 
-    print(f"\nsummary ({time.monotonic() - started:.0f} s in all):")
-    for n, result in SUMMARY:
-        print(f"  {n}: {result}")
-    if FAILURES:
-        sys.stderr.write(f"\n{len(FAILURES)} failure(s):\n" + "".join(f"FAIL: {m}\n" for m in FAILURES))
-        raise SystemExit(1)
+    report(SUMMARY, time.monotonic() - started)
 
 
 if __name__ == "__main__":

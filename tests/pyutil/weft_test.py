@@ -2,9 +2,11 @@
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("WEFT_BUILD_DIR", os.path.join(REPO, "build"))
@@ -76,3 +78,81 @@ def check(cond, message):
         sys.stderr.write("FAIL: " + message + "\n")
         raise SystemExit(1)
     print("ok:", message)
+
+
+# Scripts that try every case and report all failures at the end (e.g. one per parallel layout)
+# record them here through expect() and call report() last.
+FAILURES = []
+
+
+def expect(cond, message):
+    """Like check, but records a failure and goes on; report() exits 1 if any was recorded."""
+    if cond:
+        print("ok:", message, flush=True)
+    else:
+        print("FAIL:", message, flush=True)
+        FAILURES.append(message)
+    return cond
+
+
+def report(summary=(), seconds=None):
+    """Prints (name, result) lines, then every recorded failure; exits 1 if there was one."""
+    if summary:
+        print("\nsummary" + (f" ({seconds:.0f} s in all)" if seconds is not None else "") + ":")
+        for name, result in summary:
+            print(f"  {name}: {result}")
+    if FAILURES:
+        sys.stderr.write(f"\n{len(FAILURES)} failure(s):\n" + "".join(f"FAIL: {m}\n" for m in FAILURES))
+        raise SystemExit(1)
+
+
+def error_line(p):
+    """The first line of a failed run's output that says why, else its last line."""
+    lines = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.strip()]
+    for ln in lines:
+        if "error" in ln.lower():
+            return ln.strip()
+    return lines[-1].strip() if lines else "(no output)"
+
+
+def layout_sets(tp, pp, sets=()):
+    """--set values for a tp x pp layout (dp = processes / (tp * pp)) plus `sets`."""
+    # A hung peer (e.g. a schedule deadlock) fails in 2 minutes rather than the default 5.
+    return [f"parallel.tp={tp}", f"parallel.pp={pp}", "parallel.timeout_sec=120", *sets]
+
+
+def train(name, run_dir, prefix, cfg, nproc, steps, sets=()):
+    """One `weft train` of config `cfg` (a configs/ name) on dataset `prefix`, with `nproc` local
+    processes (1: no launcher); returns its stdout, or None after recording (expect) why it
+    failed. With several processes, also expects that only rank 0 reported progress."""
+    args = ["train", "--config", config(cfg), "--set", "run.dir=" + run_dir, "--set", "data.prefix=" + prefix,
+            "--set", f"train.steps={steps}"]
+    for kv in sets:
+        args += ["--set", kv]
+    if nproc > 1:
+        args += ["--nproc", str(nproc)]
+    start = time.monotonic()
+    try:
+        p = weft(*args, check=False, timeout=900)
+    except subprocess.TimeoutExpired:
+        expect(False, f"{name}: finishes within 900 s")
+        return None
+    print(f"time: {name} ({steps} steps, {nproc} process{'es' if nproc > 1 else ''}): "
+          f"{time.monotonic() - start:.1f} s", flush=True)
+    if not expect(p.returncode == 0, f"{name}: trains {steps} steps" +
+                  (f" (exit {p.returncode}: {error_line(p)})" if p.returncode else "")):
+        return None
+    if nproc > 1:
+        others = sorted(set(re.findall(r"\[rank ([1-9][0-9]*)\] step", p.stdout)), key=int)
+        expect(f"[rank 0] step {steps}/{steps}" in p.stdout and not others,
+               f"{name}: only rank 0 reports progress" + (f" (also ranks {', '.join(others)})" if others else ""))
+    return p.stdout
+
+
+def grad_norms(run_dir):
+    return {r["step"]: r["grad_norm"] for r in read_metrics(run_dir) if "event" not in r}
+
+
+def eval_losses(run_dir):
+    """Validation losses (train.eval_interval) by step."""
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir) if r.get("event") == "eval"}
