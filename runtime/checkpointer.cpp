@@ -177,6 +177,7 @@ RestoredState Checkpointer::load(const std::string& dir) {
   optimizer_.load_state(reader.read("optim", optimizer_.wanted_state()), reader.step());
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   gen.set_state(hex_to_bytes(state.at("rng_cpu").get<std::string>()));
+  if (cfg_.data.tokenizer == "gpt2:." && tokenizer_files_.empty()) take_tokenizer_files(dir);
   return RestoredState{dir, true, reader.step(), state.at("consumed_samples").get<int64_t>(), {}, {}};
 }
 

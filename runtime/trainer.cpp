@@ -197,7 +197,8 @@ void Trainer::train_loop() {
       }
       for (auto& cb : callbacks) cb(s.step, vloss);
     }
-    if (cfg_.checkpoint.interval > 0 && s.step % cfg_.checkpoint.interval == 0) save();
+    // Stopping (agreed over ranks): the save after the loop is the last one.
+    if (!s.stopping && cfg_.checkpoint.interval > 0 && s.step % cfg_.checkpoint.interval == 0) save();
   }
   // Every rank learns how the saves so far ended before deciding on the last one together.
   report_saves(s.checkpointer->finish());

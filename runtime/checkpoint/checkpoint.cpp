@@ -242,10 +242,10 @@ nlohmann::json write_shards(const std::string& tmp_dir, int64_t rank, const Chec
   auto write = [&](const std::string& kind, const NamedTensors& list,
                    const std::map<std::string, ShardPlacement>& placement) {
     if (list.empty()) return;
-    if (!first) fault::point("write");  // one file of this rank written, the next not yet
-    first = false;
     const std::string file = shard_file(kind, rank);
     const auto r = write_safetensors((fs::path(tmp_dir) / file).string(), list, {{"kind", kind}}, kBlockBytes);
+    if (first) fault::point("write");  // this rank's writing has begun, not finished
+    first = false;
     record_file(file, r.bytes, r.crc32c, rec["files"]);
     rec["bytes"] = rec["bytes"].get<uint64_t>() + r.bytes;
     for (size_t i = 0; i < list.size(); ++i) {

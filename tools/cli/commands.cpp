@@ -24,6 +24,7 @@
 #include "runtime/hf_convert.h"
 #include "runtime/job.h"
 #include "runtime/perf.h"
+#include "runtime/relayout.h"
 #include "runtime/trainer.h"
 #include "tools/cli/launcher.h"
 #include "tools/cli/worker.h"
@@ -173,14 +174,47 @@ int cmd_plan(const CliArgs& a) {
   return 0;
 }
 
+// ckpt -> ckpt: the checkpoint written again for the layout the --set parallel.* overrides give,
+// by that layout's ranks (--nproc N local processes, default the source's world size; or the
+// torchrun environment).
+int convert_layout(const CliArgs& a, const std::string& from, const std::string& to) {
+  const auto dir = resolve_checkpoint_dir(from);
+  Config cfg = checkpoint_config(dir);
+  for (const auto& o : a.overrides) apply_override(cfg, o);
+  auto job = [&](const ParallelContext* ctx) {
+    const auto o = relayout_checkpoint(cfg, ctx, dir, to);
+    if (!ctx || ctx->is_primary())
+      std::printf("converted %s -> %s (step %lld, %.1f MB)\n", dir.c_str(), o.dir.c_str(), (long long)o.step,
+                  o.bytes / 1e6);
+    return 0;
+  };
+  const WorkerEnv env = worker_env_from_environment();
+  if (env.world_size > 1) return run_worker(cfg, env, [&](const ParallelContext& ctx) { return job(&ctx); });
+  const CheckpointLayout saved = CheckpointReader(dir).layout();
+  const int64_t world = a.nproc > 0 ? a.nproc : saved.tp * saved.pp * saved.dp;
+  cfg.validate();
+  try {
+    validate_layout(world, cfg);
+  } catch (const Error& e) {
+    fail(str("convert to ", world, " ranks (", a.nproc > 0 ? "--nproc" : "the source checkpoint's world size",
+             "): ", e.what(), "; pass --nproc N for another world size"));
+  }
+  if (world == 1) return job(nullptr);
+  LaunchOptions launch;
+  launch.nproc = int(world);
+  launch.args = strip_nproc_flag(a.argv);
+  launch.label = "convert";
+  return launch_local_workers(launch);
+}
+
 int cmd_convert(const CliArgs& a) {
   WEFT_CHECK(!a.from.empty() && !a.to.empty(), "--from and --to are both required");
   auto [from_kind, from_dir] = split_spec(a.from, "--from");
   auto [to_kind, to_dir] = split_spec(a.to, "--to");
+  if (from_kind == "ckpt" && to_kind == "ckpt") return convert_layout(a, from_dir, to_dir);
   ModelConfig model_cfg;
   Config cfg;
   NamedTensors tensors;
-  int64_t step = 0;
   std::string tokenizer_dir;
   if (from_kind == "hf") {
     auto hf = load_hf_model(from_dir);
@@ -195,7 +229,6 @@ int cmd_convert(const CliArgs& a) {
     model_cfg = cfg.model;
     auto data = load_checkpoint(dir, /*with_optimizer=*/false);
     tensors = std::move(data.model);
-    step = data.step;
     if (fs::exists(fs::path(dir) / "vocab.json")) tokenizer_dir = dir;
   }
   for (const auto& o : a.overrides) apply_override(cfg, o);
@@ -210,15 +243,14 @@ int cmd_convert(const CliArgs& a) {
     if (!tokenizer_dir.empty() && fs::absolute(tokenizer_dir) != fs::absolute(to_dir))
       for (const char* f : {"vocab.json", "merges.txt"})
         fs::copy_file(fs::path(tokenizer_dir) / f, fs::path(to_dir) / f, fs::copy_options::overwrite_existing);
-  } else {
+  } else {  // hf -> ckpt
     CheckpointData data;
-    data.step = step;
     data.model = std::move(tensors);
     for (const char* f : {"vocab.json", "merges.txt"})
       if (!tokenizer_dir.empty()) data.extra_files[f] = read_file((fs::path(tokenizer_dir) / f).string());
     if (!tokenizer_dir.empty()) cfg.data.tokenizer = "gpt2:.";  // the checkpoint's own files
     data.config_yaml = to_yaml(cfg);
-    data.trainer_state = {{"step", step}, {"consumed_samples", 0}, {"converted_from", a.from}};
+    data.trainer_state = {{"step", 0}, {"consumed_samples", 0}, {"converted_from", a.from}};
     save_checkpoint(to_dir, data);
   }
   std::printf("converted %s -> %s (%s, %lld parameters)\n", a.from.c_str(), a.to.c_str(),

@@ -57,8 +57,10 @@ const Command kCommands[] = {
      "  and for the parallel.* layout on N ranks (default tp x pp) the parameters each rank holds.",
      weft::cmd_plan},
     {"convert",
-     "weft convert --from hf:DIR|ckpt:DIR --to hf:DIR|ckpt:DIR\n"
-     "  Hugging Face safetensors + config.json <-> Weft checkpoint (Llama and GPT-2 families).",
+     "weft convert --from hf:DIR|ckpt:DIR --to hf:DIR|ckpt:DIR [--set KEY=VALUE]... [--nproc N]\n"
+     "  Hugging Face safetensors + config.json <-> Weft checkpoint (Llama and GPT-2 families).\n"
+     "  ckpt -> ckpt writes the checkpoint again for the layout --set parallel.* gives, with its\n"
+     "  optimizer state and data position, on N local ranks (default: the source's world size).",
      weft::cmd_convert},
     {"preprocess",
      "weft preprocess --input FILE --tokenizer byte|gpt2:DIR --output PREFIX [--json-key text]\n"

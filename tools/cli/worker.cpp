@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -75,7 +76,7 @@ int run_test_worker(const ParallelContext& ctx, const std::string& spec) {
 
 }  // namespace
 
-int run_train_worker(const Config& cfg, const WorkerEnv& env) {
+int run_worker(const Config& cfg, const WorkerEnv& env, const std::function<int(const ParallelContext&)>& job) {
   // Lines reach the launcher (a pipe) as they are written, not when a 4 KiB buffer fills.
   setvbuf(stdout, nullptr, _IOLBF, 0);
   cfg.validate();
@@ -94,20 +95,27 @@ int run_train_worker(const Config& cfg, const WorkerEnv& env) {
   const ParallelContext ctx(env, dims, opts);
   if (const char* spec = std::getenv("WEFT_TEST_WORKER"); spec && *spec)
     return run_test_worker(ctx, spec);
-  TrainerOptions topts;
-  topts.parallel = &ctx;
-  Trainer trainer(cfg, topts);
-  g_worker_trainer = &trainer;
-  signal(SIGTERM, stop_worker);
-  signal(SIGINT, stop_worker);
-  trainer.run();
-  g_worker_trainer = nullptr;
-  const auto st = trainer.status();
-  if (ctx.is_primary())
-    std::printf("train: %s at step %lld, final loss %.4f\n", st.finished ? "finished" : "stopped",
-                (long long)st.step, st.last_loss);
+  const int rc = job(ctx);
   barrier(ctx.world());  // nobody tears its connections down while a peer still uses them
-  return 0;
+  return rc;
+}
+
+int run_train_worker(const Config& cfg, const WorkerEnv& env) {
+  return run_worker(cfg, env, [&](const ParallelContext& ctx) {
+    TrainerOptions topts;
+    topts.parallel = &ctx;
+    Trainer trainer(cfg, topts);
+    g_worker_trainer = &trainer;
+    signal(SIGTERM, stop_worker);
+    signal(SIGINT, stop_worker);
+    trainer.run();
+    g_worker_trainer = nullptr;
+    const auto st = trainer.status();
+    if (ctx.is_primary())
+      std::printf("train: %s at step %lld, final loss %.4f\n", st.finished ? "finished" : "stopped",
+                  (long long)st.step, st.last_loss);
+    return 0;
+  });
 }
 
 }  // namespace weft

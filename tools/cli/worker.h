@@ -2,13 +2,19 @@
 // torchrun environment. Validates the layout, builds the ParallelContext, then trains.
 #pragma once
 
+#include <functional>
+
 #include "core/config.h"
 #include "parallel/comm.h"
 
 namespace weft {
 
-// Returns the exit code. Throws weft::Error (naming the rank) for an impossible layout, a failed
-// rendezvous or a failed collective.
+// One rank of any multi-process job: validates the layout and memory, connects every group, runs
+// `job`, then waits at a barrier so no peer loses its connections mid-operation. Returns the exit
+// code. Throws weft::Error (naming the rank) for an impossible layout, a failed rendezvous or a
+// failed collective.
+int run_worker(const Config& cfg, const WorkerEnv& env, const std::function<int(const ParallelContext&)>& job);
+// run_worker with training as the job.
 int run_train_worker(const Config& cfg, const WorkerEnv& env);
 
 }  // namespace weft
