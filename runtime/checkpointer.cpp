@@ -252,7 +252,7 @@ void Checkpointer::save(int64_t step, int64_t consumed_samples, const std::strin
   snapshot(*job, step, consumed_samples);
   if (!cfg_.checkpoint.async) {
     write(*job);
-    job->outcome.blocking_ms = ms_since(t0);
+    job->outcome.blocking_ms = job->outcome.total_ms = ms_since(t0);  // the loop waited for all of it
     ended_.push_back(job->outcome);
     return;
   }

@@ -138,7 +138,7 @@ void check_memory_fits(const Config& cfg, const ParallelDims& dims, const std::v
   int64_t params = 0;
   for (const auto& coord : ranks) {
     const auto s = rank_training_state(cfg, dims, coord);
-    need += s.bytes;
+    need += s.bytes + (device.is_cpu() ? s.snapshot_bytes : 0);  // on a GPU the snapshot is host memory
     params += s.parameters;
   }
   std::string source = "run.memory_limit_gb";
@@ -147,9 +147,11 @@ void check_memory_fits(const Config& cfg, const ParallelDims& dims, const std::v
   if (have <= 0 || need <= have) return;
   const std::string whose = ranks.size() == 1 ? "this rank" : str("the ", ranks.size(), " ranks on this host");
   fail(str("not enough memory: the model and optimizer state of ", whose, " (", params,
-           " parameters; fp32 weights, grads and AdamW moments) need ", gib(need), " GiB but ", device.str(), " has ", gib(have),
+           " parameters; fp32 weights, grads and AdamW moments",
+           cfg.checkpoint.async && device.is_cpu() ? ", and their copy for asynchronous checkpoints" : "", ") need ", gib(need), " GiB but ", device.str(), " has ", gib(have),
            " GiB available (", source, "); use a smaller model, split it over more ranks (parallel.tp, ",
-           "parallel.pp), or shard optimizer state with parallel.zero=1 over dp > 1"));
+           "parallel.pp), or shard optimizer state with parallel.zero=1 over dp > 1",
+           cfg.checkpoint.async && device.is_cpu() ? "; checkpoint.async=false drops the checkpoint copy" : ""));
 }
 
 Config checkpoint_config(const std::string& step_dir) {

@@ -29,6 +29,7 @@ RankTrainingState rank_training_state(const Config& cfg, const ParallelDims& dim
   }
   const double moments_share = cfg.parallel.zero == 1 ? 1.0 / double(dims.dp) : 1.0;
   s.bytes = double(s.parameters) * (8.0 + 8.0 * moments_share);
+  if (cfg.checkpoint.async) s.snapshot_bytes = double(s.parameters) * (4.0 + 8.0 * moments_share);
   return s;
 }
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <map>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -104,6 +105,42 @@ TEST(Trainer, FailedSaveIsReportedAndTrainingGoesOn) {
     EXPECT_NE(j.at("error").get<std::string>().find("not_a_dir"), std::string::npos) << line;
   }
   EXPECT_EQ(failures, int(c.train.steps));  // every interval save, and no extra final one
+}
+
+// An asynchronous save (snapshot copied while the next step's forward/backward runs) writes
+// exactly what a synchronous one does at the same step, and records how long training waited.
+TEST(Trainer, AsyncSavesEqualSyncSaves) {
+  std::map<bool, std::string> roots;
+  for (bool async : {false, true}) {
+    Config c = tiny_job(async ? "async" : "sync");
+    c.checkpoint.interval = 2;
+    c.checkpoint.keep = 0;
+    c.checkpoint.async = async;
+    Trainer t(c, quiet());
+    t.run();
+    roots[async] = c.checkpoint_dir();
+    std::ifstream in(fs::path(c.run.dir) / "metrics.jsonl");
+    std::vector<int64_t> steps;
+    for (std::string line; std::getline(in, line);) {
+      auto j = nlohmann::json::parse(line);
+      if (j.value("event", "") != "checkpoint") continue;
+      steps.push_back(j.at("step").get<int64_t>());
+      EXPECT_EQ(j.at("async").get<bool>(), async) << line;
+      EXPECT_LE(j.at("blocking_ms").get<double>(), j.at("total_ms").get<double>() + 1e-9) << line;
+      EXPECT_GT(j.at("bytes").get<int64_t>(), 0) << line;
+    }
+    EXPECT_EQ(steps, (std::vector<int64_t>{2, 4, 5}));
+  }
+  for (const char* step : {"step_00000002", "step_00000004", "step_00000005"}) {
+    auto a = load_checkpoint((fs::path(roots[false]) / step).string());
+    auto b = load_checkpoint((fs::path(roots[true]) / step).string());
+    ASSERT_EQ(a.model.size(), b.model.size());
+    ASSERT_EQ(a.optimizer.size(), b.optimizer.size());
+    for (size_t i = 0; i < a.model.size(); ++i) EXPECT_TRUE(at::equal(a.model[i].second, b.model[i].second)) << step;
+    for (size_t i = 0; i < a.optimizer.size(); ++i)
+      EXPECT_TRUE(at::equal(a.optimizer[i].second, b.optimizer[i].second)) << step << " " << a.optimizer[i].first;
+    EXPECT_EQ(a.trainer_state, b.trainer_state) << step;
+  }
 }
 
 TEST(Trainer, CallbackRegisteredWhileRunningIsCalledFromTheNextStep) {
