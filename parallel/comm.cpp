@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <map>
+#include <thread>
 
 #include "core/error.h"
 
@@ -171,11 +172,21 @@ void StoreClient::set(const std::string& key, const std::string& value) {
                   [&] { store_->set(key, std::vector<uint8_t>(value.begin(), value.end())); });
 }
 
-std::string StoreClient::get(const std::string& key) {
-  const auto v = rethrow_as_weft(str(what_, " wait for '", key, "'"), timeout_, [&] {
-    store_->wait({key}, timeout_);
-    return store_->get(key);
-  });
+std::string StoreClient::get(const std::string& key, const std::atomic<bool>* cancel) {
+  // Polls with check() (a plain request/response) rather than a blocking wait, so the caller
+  // can give up early and a timed-out wait never leaves a stale reply on the connection.
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  auto pause = std::chrono::milliseconds(5);
+  for (;;) {
+    const bool ready = rethrow_as_weft(str(what_, " check '", key, "'"), timeout_, [&] { return store_->check({key}); });
+    if (ready) break;
+    WEFT_CHECK(!(cancel && cancel->load()), what_, ": gave up waiting for '", key, "' (cancelled)");
+    WEFT_CHECK(std::chrono::steady_clock::now() < deadline, what_, ": '", key, "' was not set within ",
+               timeout_.count() / 1000, " s; a peer rank died or hangs");
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(500));
+  }
+  const auto v = rethrow_as_weft(str(what_, " get '", key, "'"), timeout_, [&] { return store_->get(key); });
   return std::string(v.begin(), v.end());
 }
 

@@ -32,6 +32,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/intrusive_ptr.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -167,8 +168,9 @@ class StoreClient {
   StoreClient(const WorkerEnv& env, const std::string& prefix, std::chrono::milliseconds timeout);
   ~StoreClient();
   void set(const std::string& key, const std::string& value);
-  // Waits up to the timeout for `key` to be set, then returns its value.
-  std::string get(const std::string& key);
+  // Waits up to the timeout for `key` to be set, then returns its value; gives up (weft::Error)
+  // as soon as `*cancel` becomes true.
+  std::string get(const std::string& key, const std::atomic<bool>* cancel = nullptr);
 
  private:
   c10::intrusive_ptr<c10d::Store> store_;

@@ -86,6 +86,9 @@ Checkpointer::Checkpointer(const Config& cfg, const ParallelContext* ctx, const 
 }
 
 Checkpointer::~Checkpointer() {
+  // Destroyed mid-save (training failed): do not wait out the store timeout for peers that may
+  // be gone; the save is abandoned (never committed without every rank).
+  if (in_flight_ && !in_flight_->written.load()) cancel_ = true;
   try {
     for (const auto& o : finish())
       if (!o.ok) LOG(ERROR) << "checkpoint of step " << o.step << " failed: " << o.error;
@@ -323,7 +326,7 @@ SaveOutcome Checkpointer::coordinate(InFlight& job) {
   nlohmann::json ready;
   if (leader) ready = attempt([&] { return nlohmann::json{{"dir", prepare_checkpoint(job.root, job.data.step)}}; });
   if (multi && leader) store_->set(key + "ready", ready.dump());
-  if (multi && !leader) ready = nlohmann::json::parse(store_->get(key + "ready"));
+  if (multi && !leader) ready = nlohmann::json::parse(store_->get(key + "ready", &cancel_));
   // 2. This rank's pieces.
   nlohmann::json mine = ready.contains("error")
                             ? nlohmann::json{{"error", "the checkpoint directory could not be prepared"}}
@@ -336,7 +339,7 @@ SaveOutcome Checkpointer::coordinate(InFlight& job) {
     std::vector<nlohmann::json> records;
     std::string error = ready.value("error", "");
     for (int64_t r = 0; r < world; ++r) {
-      auto rec = r == rank ? mine : nlohmann::json::parse(store_->get(str(key, "rank", r)));
+      auto rec = r == rank ? mine : nlohmann::json::parse(store_->get(str(key, "rank", r), &cancel_));
       if (rec.contains("error") && error.empty()) error = multi ? str("rank ", r, ": ", rec["error"].get<std::string>()) : rec["error"].get<std::string>();
       records.push_back(std::move(rec));
     }
@@ -348,7 +351,7 @@ SaveOutcome Checkpointer::coordinate(InFlight& job) {
     if (commit.contains("error") && ready.contains("dir")) abandon_checkpoint(ready.at("dir"));
     if (multi) store_->set(key + "commit", commit.dump());
   } else {
-    commit = nlohmann::json::parse(store_->get(key + "commit"));
+    commit = nlohmann::json::parse(store_->get(key + "commit", &cancel_));
   }
   o.ok = !commit.contains("error");
   if (o.ok) o.dir = commit.at("dir"), o.bytes = commit.at("bytes");

@@ -14,6 +14,7 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -100,6 +101,7 @@ class Checkpointer {
   std::vector<at::Tensor> host_;  // snapshot buffers, allocated at the first save and reused
   std::unique_ptr<InFlight> in_flight_;
   std::unique_ptr<StoreClient> store_;  // the writer thread's own connection (created there)
+  std::atomic<bool> cancel_{false};      // the writer stops waiting for peers
   std::vector<SaveOutcome> ended_;
   int64_t saves_ = 0;
 };
