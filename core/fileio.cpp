@@ -155,7 +155,11 @@ bool cpu_has_sse42() {
 }
 #endif
 
-std::string errno_text(int err) { return std::strerror(err); }
+// "No space left on device (ENOSPC)": the text for people, the name for searching and scripts.
+std::string errno_text(int err) {
+  const char* name = strerrorname_np(err);
+  return str(std::strerror(err), " (", name ? name : std::to_string(err).c_str(), ")");
+}
 
 int open_or_throw(const std::string& path, int flags, mode_t mode, const char* what) {
   int fd;

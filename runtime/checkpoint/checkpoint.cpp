@@ -365,7 +365,9 @@ std::vector<std::string> clean_checkpoint_root(const std::string& root_str) {
   std::vector<fs::path> doomed;
   for (const auto& e : fs::directory_iterator(root)) {
     const auto name = e.path().filename().string();
-    const bool leftover = name.rfind(kStepPrefix, 0) == 0 && e.is_directory() &&
+    // The step `latest` names is never a leftover: without a manifest it is damage, reported when
+    // resuming (or passed over with checkpoint.fallback), not silently removed.
+    const bool leftover = name.rfind(kStepPrefix, 0) == 0 && e.is_directory() && name != latest &&
                           (!is_step_name(name) || !fs::exists(e.path() / kManifest));
     if (leftover || name.rfind("latest.tmp.", 0) == 0) doomed.push_back(e.path());
   }
@@ -579,14 +581,6 @@ NamedTensors CheckpointReader::read_all(const std::string& kind) {
       want.emplace_back(name, p);
     }
   return read(kind, want);
-}
-
-void CheckpointReader::verify_all() {
-  for (const auto& [file, info] : impl_->manifest.at("files").items()) {
-    const auto& mf = impl_->map(dir_, file);
-    WEFT_CHECK(crc32c(mf.data(), mf.size()) == info.at("crc32c").get<uint32_t>(), mf.path(),
-               " is damaged: CRC32C mismatch; delete this checkpoint or resume from an older one");
-  }
 }
 
 CheckpointData load_checkpoint(const std::string& step_dir, bool with_optimizer) {

@@ -140,9 +140,6 @@ class CheckpointReader {
   NamedTensors read(const std::string& kind, const std::vector<std::pair<std::string, ShardPlacement>>& wanted);
   // Every tensor of `kind`, whole.
   NamedTensors read_all(const std::string& kind);
-  // Reads every block of every file and checks it (offline verification). Throws on the first
-  // damaged one.
-  void verify_all();
 
  private:
   struct Impl;

@@ -17,7 +17,9 @@ Pairs A -> B (issue 8), with ZeRO-1 where listed; the gradient bucket size, whic
 ZeRO-1 cuts the optimizer state into flat ranges, differs between A and B in pairs 2, 3 and 5 and
 in the conversion below:
   (2,2,2)+ZeRO -> (1,1,1); (1,1,1) -> (2,2,2)+ZeRO; (2,1,4)+ZeRO -> (1,4,2) vpp 2;
-  (1,2,4) -> (4,1,2); (2,2,1) -> (1,1,4)+ZeRO; (4,2,1) -> (2,1,4).
+  (1,2,4) -> (4,1,2); (2,2,1) -> (1,1,4)+ZeRO; (4,2,1) -> (2,1,4); and for the GPT-2 of
+  configs/parallel-tiny-gpt2.yaml, whose embedding is tied across the first and last pipeline
+  stage, (2,2,2)+ZeRO -> (1,4,2) vpp 2 + ZeRO.
 The step-3 checkpoints of (1,1,1) and (2,2,2)+ZeRO come from 6-step runs (so they were written
 while training went on), the others from runs that stop at step 3.
 
@@ -43,6 +45,7 @@ from weft_test import (error_line, expect, grad_norms, layout_sets, make_dataset
                        step_losses, tmpdir, train, weft)
 
 CFG = "parallel-tiny.yaml"  # optim.decay_steps=6: a run stopped at step 3 keeps the 6-step LR schedule
+GPT2 = "parallel-tiny-gpt2.yaml"  # the same sizes, tied embeddings held by the first and last stage
 STEPS = 6
 SAVED = 3  # the step whose checkpoint is resumed
 STEP_DIR = f"step_{SAVED:08d}"
@@ -60,13 +63,15 @@ class Layout(NamedTuple):
     pp: int
     dp: int
     extra: tuple = ()
+    cfg: str = CFG
 
     @property
     def nproc(self):
         return self.tp * self.pp * self.dp
 
     def __str__(self):
-        return f"({self.tp},{self.pp},{self.dp})" + "".join(" " + kv.removeprefix("parallel.") for kv in self.extra)
+        return (("gpt2 " if self.cfg == GPT2 else "") + f"({self.tp},{self.pp},{self.dp})" +
+                "".join(" " + kv.removeprefix("parallel.") for kv in self.extra))
 
     def sets(self):
         return [*layout_sets(self.tp, self.pp, self.extra), f"checkpoint.interval={SAVED}"]
@@ -81,7 +86,10 @@ PAIRS = [
     (Layout(1, 2, 4), Layout(4, 1, 2)),
     (Layout(2, 2, 1), Layout(1, 1, 4, (ZERO, SMALL_BUCKETS))),
     (Layout(4, 2, 1), Layout(2, 1, 4)),
+    # Tied embeddings: the last stage's copy and its ZeRO-1 state are rebuilt from the first's.
+    (Layout(2, 2, 2, (ZERO, SMALL_BUCKETS), GPT2), Layout(1, 4, 2, ("parallel.vpp=2", ZERO), GPT2)),
 ]
+ONE_GPT2 = Layout(1, 1, 1, (), GPT2)
 CONVERT_FROM = PAIRS[2][0]  # ZeRO-1 with small buckets -> ZeRO-1 with the default: new flat ranges
 CONVERT_SETS = ["parallel.tp=2", "parallel.pp=2", "parallel.zero=1"]
 
@@ -95,7 +103,7 @@ def dir_name(text):
 def train_layout(work, name, layout, steps, prefix):
     """Trains `layout` from scratch (or from what its run directory holds); returns the run dir or None."""
     run_dir = os.path.join(work, dir_name(name))
-    return run_dir if train(name, run_dir, prefix, CFG, layout.nproc, steps, layout.sets()) is not None else None
+    return run_dir if train(name, run_dir, prefix, layout.cfg, layout.nproc, steps, layout.sets()) is not None else None
 
 
 def saved_step(run_dir, name):
@@ -114,7 +122,7 @@ def resume(work, name, step_dir, layout, prefix):
     shutil.copytree(step_dir, os.path.join(ckpts, os.path.basename(step_dir)))
     with open(os.path.join(ckpts, "latest"), "w") as f:
         f.write(os.path.basename(step_dir) + "\n")
-    if train(name, run_dir, prefix, CFG, layout.nproc, STEPS, layout.sets()) is None:
+    if train(name, run_dir, prefix, layout.cfg, layout.nproc, STEPS, layout.sets()) is None:
         return None
     events = [r for r in read_metrics(run_dir) if r.get("event") == "resume"]
     steps = sorted(step_losses(run_dir))
@@ -150,9 +158,10 @@ def follows_reference(name, run_dir, ref_dir, same_weights):
     SUMMARY.append((name, f"max rel diff loss {loss_rel:.1e}, grad_norm {norm_rel:.1e}" + ("" if ok else " FAIL")))
 
 
-def reshard_pairs(work, prefix, ref_dir, a_dirs):
-    """Each pair: A's step-3 checkpoint resumed under B, against the one-process run."""
+def reshard_pairs(work, prefix, refs, a_dirs):
+    """Each pair: A's step-3 checkpoint resumed under B, against the one-process run of A's model."""
     for a, b in PAIRS:
+        ref_dir = refs[a.cfg]
         name = f"{a} -> {b}"
         if a not in a_dirs:
             a_dirs[a] = train_layout(work, f"{a} to step {SAVED}", a, SAVED, prefix)
@@ -165,7 +174,7 @@ def reshard_pairs(work, prefix, ref_dir, a_dirs):
         if run_dir is None:
             SUMMARY.append((name, "resume failed FAIL"))
             continue
-        follows_reference(name, run_dir, ref_dir, same_weights=a == ONE)
+        follows_reference(name, run_dir, ref_dir, same_weights=a in (ONE, ONE_GPT2))
 
 
 def loss_and_norm(run_dir):
@@ -279,7 +288,8 @@ def main():
     if ref_dir:
         expect(sorted(step_losses(ref_dir)) == list(range(1, STEPS + 1)), f"one process: steps 1-{STEPS} recorded")
     a_dirs = {ONE: ref_dir, STRAIGHT: straight_dir}  # layout -> run dir holding its step-3 checkpoint
-    reshard_pairs(work, prefix, ref_dir, a_dirs)
+    gpt2_ref = train_layout(work, f"{ONE_GPT2} straight", ONE_GPT2, STEPS, prefix)
+    reshard_pairs(work, prefix, {CFG: ref_dir, GPT2: gpt2_ref}, a_dirs)
     same_layout_bitwise(work, prefix, straight_dir)
     convert_and_resume(work, prefix, ref_dir, a_dirs)
     eval_matches(prefix, ref_dir, straight_dir)
