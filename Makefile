@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 export CCACHE_MAXSIZE ?= 5G
 
-.PHONY: setup build test demo bench bench-parallel clean
+.PHONY: setup build test demo bench bench-parallel bench-checkpoint clean
 
 setup:
 	@bash tools/setup.sh
@@ -26,6 +26,9 @@ bench: build
 
 bench-parallel: build
 	.venv/bin/python tools/bench/parallel_bench.py --build $(BUILD)
+
+bench-checkpoint: build
+	.venv/bin/python tools/bench/checkpoint_bench.py --build $(BUILD) --out $(BUILD)/checkpoint_bench.json
 
 clean:
 	rm -rf $(BUILD)

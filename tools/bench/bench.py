@@ -3,11 +3,9 @@ torch.optim.AdamW) on the same model, data, precision and thread count, measured
 in one run (interleaved repeats; this machine is shared and noisy). Prints tokens/s of each,
 their ratio, and Weft's MFU against this machine's matmul peak measured through LibTorch."""
 import argparse
-import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -15,9 +13,7 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "tests", "pyutil"))
-from weft_test import make_text  # noqa: E402
+from benchutil import REPO, config_path, prepare_corpus, run_train, step_rows
 
 MODEL = dict(family="llama", vocab_size=264, hidden_size=384, num_layers=8, num_heads=6, num_kv_heads=2,
              ffn_hidden_size=1024, max_seq_len=256, rope_theta=10000.0, norm_eps=1e-5, tie_embeddings=True)
@@ -30,14 +26,9 @@ def weft_run(build, work, prefix, precision, steps, threads, tag):
     sets = [f"model.{k}={v}" for k, v in MODEL.items()] + [f"train.{k}={v}" for k, v in TRAIN.items()]
     sets += [f"optim.{k}={v}" for k, v in OPTIM.items()]
     sets += [f"train.steps={steps}", f"train.threads={threads}", f"precision={precision}", "data.prefix=" + prefix,
-             "run.dir=" + run_dir, "run.peak_tflops=1", "run.tensorboard=false", "checkpoint.interval=0",
+             "run.peak_tflops=1", "run.tensorboard=false", "checkpoint.interval=0",
              "checkpoint.dir=" + os.path.join(run_dir, "ck"), "train.log_interval=1000"]
-    cmd = [os.path.join(build, "weft"), "train", "--config", os.path.join(REPO, "configs", "demo.yaml")]
-    for s in sets:
-        cmd += ["--set", s]
-    subprocess.run(cmd, check=True, capture_output=True)
-    rows = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
-    return [r["tokens_per_sec"] for r in rows if "event" not in r]
+    return [r["tokens_per_sec"] for r in step_rows(run_train(build, run_dir, sets, f"weft {precision} {tag}"))]
 
 
 def torch_run(prefix, precision, steps, threads):
@@ -87,14 +78,11 @@ def main():
     ap.add_argument("--baseline-build", help="another build of weft (e.g. an older commit) timed in the same run")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="weft_bench_")
-    text = make_text(os.path.join(work, "corpus.txt"), documents=3000, seed=1)
-    prefix = os.path.join(work, "corpus")
-    subprocess.run([os.path.join(args.build, "weft"), "preprocess", "--input", text, "--tokenizer", "byte",
-                    "--output", prefix], check=True, capture_output=True)
+    prefix = prepare_corpus(args.build, work, documents=3000, seed=1)
     peak_out = subprocess.run([os.path.join(args.build, "weft_matmul_peak"), str(args.threads), "3"],
                               check=True, capture_output=True, text=True).stdout
     peaks = {l.split("=")[0]: float(l.split("=")[1]) for l in peak_out.splitlines() if "_flops=" in l}
-    plan = subprocess.run([os.path.join(args.build, "weft"), "plan", "--config", os.path.join(REPO, "configs", "demo.yaml")]
+    plan = subprocess.run([os.path.join(args.build, "weft"), "plan", "--config", config_path("demo.yaml")]
                           + sum((["--set", f"model.{k}={v}"] for k, v in MODEL.items()), [])
                           + ["--set", f"train.seq_len={TRAIN['seq_len']}"], check=True, capture_output=True, text=True).stdout
     flops_per_token = float([l for l in plan.splitlines() if l.startswith("flops_per_token=")][0].split("=")[1])

@@ -13,16 +13,10 @@ noisy), read from metrics.jsonl (rank 0 writes what all ranks measured):
 
 Steady-state figures are medians over the steps after --warmup, over all repeats."""
 import argparse
-import json
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "tests", "pyutil"))
-from weft_test import make_text  # noqa: E402
+from benchutil import REPO, median, prepare_corpus, run_train, step_rows
 
 # A Llama big enough that gradients (~60 MB) take real time to reduce over Gloo.
 DP_MODEL = dict(vocab_size=264, hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2,
@@ -38,29 +32,16 @@ TINY_MODEL = dict(vocab_size=264, hidden_size=64, num_layers=1, num_heads=8, num
 
 def run(build, work, prefix, tag, model, nproc, sets, steps):
     run_dir = os.path.join(work, tag)
-    args = [os.path.join(build, "weft"), "train", "--config", os.path.join(REPO, "configs", "demo.yaml")]
     all_sets = [f"model.{k}={v}" for k, v in model.items()] + [
-        "data.prefix=" + prefix, "run.dir=" + run_dir, "run.peak_tflops=1", "run.tensorboard=false",
+        "data.prefix=" + prefix, "run.peak_tflops=1", "run.tensorboard=false",
         "checkpoint.interval=0", "checkpoint.dir=" + os.path.join(run_dir, "ck"), "train.log_interval=1000",
         "train.eval_interval=0", "train.threads=1", f"train.steps={steps}", "train.seq_len=128",
         "optim.warmup_steps=0", *sets]
-    for s in all_sets:
-        args += ["--set", s]
-    if nproc > 1:
-        args += ["--nproc", str(nproc)]
-    p = subprocess.run(args, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"{tag}: weft train failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
-    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    return [r for r in rows if "event" not in r]
+    return step_rows(run_train(build, run_dir, all_sets, tag, nproc=nproc))
 
 
 def steady(rows, key, warmup):
     return [r[key] for r in rows[warmup:] if key in r]
-
-
-def median(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 def main():
@@ -73,10 +54,7 @@ def main():
     a = ap.parse_args()
     which = a.only or ["dp", "pp", "mem"]
     work = tempfile.mkdtemp(prefix="weft_pbench_")
-    text = make_text(os.path.join(work, "corpus.txt"), documents=3000)
-    prefix = os.path.join(work, "corpus")
-    subprocess.run([os.path.join(a.build, "weft"), "preprocess", "--input", text, "--tokenizer", "byte",
-                    "--output", prefix], check=True, capture_output=True)
+    prefix = prepare_corpus(a.build, work)
 
     if "dp" in which:
         variants = {
