@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -93,7 +94,11 @@ void HostCopy::finish() {
 #endif
     if (!event_)
       for (size_t i = 0; i < src_.size(); ++i) {
-        dst_[i].copy_(src_[i]);
+        // One thread, no intra-op pool: a background copy must not take the training's cores.
+        if (src_[i].is_contiguous() && dst_[i].is_contiguous() && src_[i].dtype() == dst_[i].dtype())
+          std::memcpy(dst_[i].data_ptr(), src_[i].data_ptr(), src_[i].nbytes());
+        else
+          dst_[i].copy_(src_[i]);
         if (after_each_) after_each_(i);
       }
   } catch (...) {

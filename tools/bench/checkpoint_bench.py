@@ -46,17 +46,6 @@ def base_sets(a, prefix):
             "train.log_interval=1000", "optim.warmup_steps=0", "run.peak_tflops=1", "run.tensorboard=false"]
 
 
-def has_async_key(build):
-    """Whether this build knows checkpoint.async (asks `weft plan`, which validates --set keys)."""
-    p = subprocess.run([os.path.join(build, "weft"), "plan", "--config", CONFIG, "--set", "checkpoint.async=true"],
-                       capture_output=True, text=True)
-    if p.returncode == 0:
-        return True
-    if "unknown key 'checkpoint.async'" in p.stderr:
-        return False
-    sys.exit(f"weft plan failed ({p.returncode}): {p.stderr.strip()}")
-
-
 def plan_parameters(build, seq_len):
     p = subprocess.run([os.path.join(build, "weft"), "plan", "--config", CONFIG, "--set", f"train.seq_len={seq_len}"],
                        capture_output=True, text=True)
@@ -156,21 +145,18 @@ def disk_speed(directory, size):
     return {"write_gbps": size / write_s / 1e9, "read_gbps": size / read_s / 1e9, "resident_before_read": resident}
 
 
-def variant_sets(name, a, ckpt_dir, async_key):
+def variant_sets(name, a, ckpt_dir):
     sets = [f"train.steps={a.steps}", "checkpoint.dir=" + ckpt_dir]
     if name == "none":
         return sets + ["checkpoint.interval=0"]  # the final save still happens; it is not timed
-    sets.append(f"checkpoint.interval={a.interval}")
-    if async_key:
-        sets.append(f"checkpoint.async={'true' if name == 'async' else 'false'}")
-    return sets
+    return sets + [f"checkpoint.interval={a.interval}", f"checkpoint.async={'true' if name == 'async' else 'false'}"]
 
 
-def run_variant(build, run_dir, name, a, prefix, async_key, rep):
+def run_variant(build, run_dir, name, a, prefix, rep):
     """One training run; returns its step times after the warmup, wall time per step between the
     metrics rows, the saves it recorded and when its training loop started (fresh runs only)."""
     ckpt_dir = os.path.join(run_dir, "ck")
-    rows = watched_train(build, run_dir, base_sets(a, prefix) + variant_sets(name, a, ckpt_dir, async_key),
+    rows = watched_train(build, run_dir, base_sets(a, prefix) + variant_sets(name, a, ckpt_dir),
                          f"{name} repeat {rep}")
     steps = step_rows(rows)
     timed = steps[a.warmup:]
@@ -179,7 +165,7 @@ def run_variant(build, run_dir, name, a, prefix, async_key, rep):
     saves = [{"repeat": rep, "step": r["step"], "blocking_ms": r["blocking_ms"], "total_ms": r["total_ms"],
               "bytes": r["bytes"], "final": r["step"] == a.steps, "async": r.get("async")}
              for r in rows if r.get("event") == "checkpoint"]
-    if async_key and name != "none" and any(sv["async"] not in (None, name == "async") for sv in saves):
+    if name != "none" and any(sv["async"] != (name == "async") for sv in saves):
         sys.exit(f"{name} repeat {rep}: checkpoint records say async={[sv['async'] for sv in saves]}")
     return {"step_ms": [r["step_ms"] for r in timed], "wall_per_step_ms": wall, "saves": saves,
             "loop_start_s": steps[0]["_seen_s"] - steps[0]["step_ms"] / 1e3, "ckpt_dir": ckpt_dir}
@@ -208,14 +194,14 @@ def measure_resume(build, run_dir, ckpt_dir, saved_step, a, prefix, rep):
             "bytes": sum(os.path.getsize(f) for f in files), "resident_after_drop": resident}
 
 
-def run_repeat(a, work, prefix, variants, async_key, rep, got):
+def run_repeat(a, work, prefix, variants, rep, got):
     """All variants once (order rotated per repeat), then a resume from the synchronous run's
     checkpoint and a disk probe of the checkpoint's size; the run directories are removed."""
     order = variants[rep % len(variants):] + variants[:rep % len(variants)]
     dirs = {}
     for name in order:
         dirs[name] = os.path.join(work, f"{name}_{rep}")
-        r = run_variant(a.build, dirs[name], name, a, prefix, async_key, rep)
+        r = run_variant(a.build, dirs[name], name, a, prefix, rep)
         v = got["variants"][name]
         v["step_ms"].append(r["step_ms"])
         v["wall_per_step_ms"].append(r["wall_per_step_ms"])
@@ -294,7 +280,7 @@ def print_tables(s, a):
               f" {v['median_step_vs_none']:15.3f} {v['wall_per_step_vs_none']:13.3f}" + extra)
 
 
-def print_io(s, async_key, fstype):
+def print_io(s, fstype):
     """Load, disk and the one-line summary."""
     ld, dk = s["load"], s["disk"]
     starts = ld["fresh_loop_start_s"]
@@ -308,14 +294,9 @@ def print_io(s, async_key, fstype):
     cached = "unknown (no fincore)" if None in res else f"{max(res) / 1e6:.1f} MB at most"
     print(f"disk ({fstype}, same directory): sequential write+fsync {dk['median_write_gbps']:.3f} GB/s, cold"
           f" sequential read {dk['median_read_gbps']:.3f} GB/s; still cached after each drop: {cached}")
-    parts = []
-    if async_key:
-        av = s["variants"]["async"]
-        parts.append(f"async blocking/total {100 * av['blocking_over_total_mid_run']:.1f}% (target <= 5%, goal 2%)")
-        parts.append(f"step time async/none {av['median_step_vs_none']:.3f} median, "
-                     f"{av['wall_per_step_vs_none']:.3f} wall")
-    else:
-        parts.append("no async variant (this build has no checkpoint.async)")
+    av = s["variants"]["async"]
+    parts = [f"async blocking/total {100 * av['blocking_over_total_mid_run']:.1f}% (target <= 5%, goal 2%)",
+             f"step time async/none {av['median_step_vs_none']:.3f} median, {av['wall_per_step_vs_none']:.3f} wall"]
     parts.append(f"sync wall/none {s['variants']['sync']['wall_per_step_vs_none']:.3f}")
     saves = ", ".join(f"{n} {v['median_save_gbps']:.3f}" for n, v in s["variants"].items() if n != "none")
     parts.append(f"save GB/s {saves}; load {ld['median_load_gbps']:.3f} GB/s")
@@ -334,8 +315,6 @@ def parse_args():
     ap.add_argument("--repeats", type=int, default=2, help="each adds one run of every variant; more average out the noise better")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--no-async-key", action="store_true",
-                    help="treat the build as one without checkpoint.async (sync saves only); detected by default")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (otherwise removed, also on failure)")
     a = ap.parse_args()
     if not (1 <= a.warmup < a.steps and 0 < a.interval < a.steps and a.repeats >= 1):
@@ -347,8 +326,7 @@ def parse_args():
 
 def main():
     a = parse_args()
-    async_key = not a.no_async_key and has_async_key(a.build)
-    variants = ["none", "async", "sync"] if async_key else ["none", "sync"]
+    variants = ["none", "async", "sync"]
     params = plan_parameters(a.build, a.seq_len)
     work = os.path.realpath(tempfile.mkdtemp(prefix="weft_ckbench_", dir=a.dir))
     try:
@@ -357,21 +335,19 @@ def main():
         print(f"checkpoint bench: GPT-2 {params / 1e6:.1f}M params + Adam state, fp32, seq {a.seq_len}, batch 1,"
               f" {a.threads} threads; {a.steps} steps, checkpoint every {a.interval}; variants {', '.join(variants)}"
               f" x {a.repeats} repeats (interleaved); work dir {work} ({fstype})")
-        if not async_key:
-            print("checkpoint bench: this build has no checkpoint.async key; the async variant is left out")
         got = {"variants": {v: {"step_ms": [], "wall_per_step_ms": [], "saves": []} for v in variants},
                "fresh_loop_start_s": [], "loads": [], "disk": []}
         for rep in range(a.repeats):
-            run_repeat(a, work, prefix, variants, async_key, rep, got)
+            run_repeat(a, work, prefix, variants, rep, got)
     finally:
         if not a.keep:  # checkpoints are GBs; a failed run's log tail has been printed already
             shutil.rmtree(work)
     s = summarise(got)
     print_tables(s, a)
-    print_io(s, async_key, fstype)
+    print_io(s, fstype)
     s["setup"] = {"config": "configs/gpt2-124m.yaml", "parameters": params, "precision": "fp32",
                   "seq_len": a.seq_len, "global_batch_size": 1, "threads": a.threads, "steps": a.steps,
-                  "interval": a.interval, "warmup": a.warmup, "repeats": a.repeats, "async_key": async_key,
+                  "interval": a.interval, "warmup": a.warmup, "repeats": a.repeats,
                   "work_dir": work, "filesystem": fstype,
                   "targets": {"blocking_over_total_max": 0.05, "blocking_over_total_goal": 0.02}}
     if a.out:
