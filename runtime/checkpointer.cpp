@@ -60,6 +60,25 @@ std::string error_text(std::exception_ptr e) {
   }
 }
 
+// The error of the lowest rank of `world` that has one ("" when none has), on every rank: a MIN
+// all-reduce of the failing ranks, then that rank's text (up to 1 KiB) summed over the group.
+std::string lowest_rank_error(const Group& world, int64_t rank, const std::string& error) {
+  auto who = at::tensor({double(error.empty() ? INT_MAX : rank)}, at::kDouble);
+  all_reduce(world, who, ReduceOp::kMin);
+  const int64_t failed = int64_t(who.item<double>());
+  if (failed == INT_MAX) return "";
+  constexpr int64_t kMax = 1024;
+  auto text = at::zeros({kMax}, at::kLong);
+  int64_t* c = text.data_ptr<int64_t>();
+  if (failed == rank)
+    for (int64_t i = 0; i < std::min<int64_t>(kMax, int64_t(error.size())); ++i) c[i] = uint8_t(error[i]);
+  all_reduce(world, text);
+  c = text.data_ptr<int64_t>();
+  std::string out;
+  for (int64_t i = 0; i < kMax && c[i] != 0; ++i) out += char(c[i]);
+  return failed == rank ? error : str("rank ", failed, ": ", out);
+}
+
 }  // namespace
 
 // One save: the snapshot, the writer thread and how it ended.
@@ -141,16 +160,11 @@ std::optional<RestoredState> Checkpointer::restore() {
     } catch (const Error& e) {
       error = e.what();
     }
-    // Every rank must resume from the same checkpoint: the lowest rank that failed speaks.
-    int64_t failed_rank = error.empty() ? INT_MAX : (ctx_ ? ctx_->rank() : 0);
-    if (multi) {
-      auto t = at::tensor({double(failed_rank)}, at::kDouble);
-      all_reduce(ctx_->world(), t, ReduceOp::kMin);
-      failed_rank = int64_t(t.item<double>());
-    }
-    if (failed_rank == INT_MAX) break;
+    // Every rank must resume from the same checkpoint: the lowest rank that failed speaks, and
+    // every rank reports its words (file and tensor), not just that it failed.
+    if (multi) error = lowest_rank_error(ctx_->world(), ctx_->rank(), error);
+    if (error.empty()) break;
     r.reset();
-    if (error.empty()) error = str("rank ", failed_rank, " could not read ", dir, " (see its log)");
     if (!cfg_.checkpoint.fallback) fail(error);
     LOG(ERROR) << "checkpoint " << dir << " is damaged: " << error << "; falling back to an older one";
     skipped.emplace_back(dir, error);

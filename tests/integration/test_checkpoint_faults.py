@@ -306,6 +306,23 @@ def damaged_cases(work, reference_dir, reference):
     expect(sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want),
            f"{tag}: the re-saved {name(8)} holds the uninterrupted run's weights (the damaged one replaced)")
 
+    # A shard only rank 1 reads (its ZeRO-1 optimizer slice): rank 0 finds nothing wrong itself, yet
+    # both ranks refuse with rank 1's words, or fall back together.
+    only = os.path.join("checkpoints", name(8), "optim.rank00001.safetensors")
+    run_dir = copy_run(reference_dir, os.path.join(work, "flipped_rank1"))
+    tensor = flip_byte(os.path.join(run_dir, only))
+    p = launch(train_args(run_dir))
+    errs = worker_errors(p.stderr)
+    expect(p.returncode not in (0, None) and errs and len(errs) == NPROC and
+           all(os.path.join(run_dir, only) in l and tensor in l for l in errs),
+           f"damage only rank 1 reads: every rank's error line names {only} and {tensor!r}: "
+           f"{errs if errs is not None else tail(p, 1200)!r}")
+    p = launch(train_args(run_dir, "checkpoint.fallback=true"))
+    fell = events(run_dir, "checkpoint_fallback")
+    expect(p.returncode == 0 and len(fell) == 1 and tensor in fell[0].get("error", ""),
+           f"damage only rank 1 reads, fallback=true: exit 0 and rank 0's record names {tensor!r}: {fell}")
+    check_resumed("damage only rank 1 reads, fallback=true", run_dir, 6, reference)
+
     run_dir = copy_run(reference_dir, os.path.join(work, "truncated"))
     path = os.path.join(run_dir, shard)
     os.truncate(path, os.path.getsize(path) // 2)
