@@ -132,12 +132,16 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
   s.reporter = std::make_unique<Reporter>(cfg_, s.primary, opts_.console);
   s.checkpointer = std::make_unique<Checkpointer>(cfg_, s.ctx, s.model->params(), s.model->optimizer());
 
+  const auto restore_start = Clock::now();
   if (auto r = s.checkpointer->restore()) {
+    const double load_ms = ms_since(restore_start);
     s.step = r->step, s.consumed_samples = r->consumed_samples;
     for (const auto& [dir, error] : r->skipped)
       s.reporter->event({{"event", "checkpoint_fallback"}, {"from", dir}, {"to", r->dir}, {"error", error}});
-    LOG(INFO) << (r->resumed ? "resumed from " : "initialised weights from ") << r->dir << " at step " << s.step;
-    s.reporter->event({{"event", r->resumed ? "resume" : "init_from"}, {"step", s.step}, {"checkpoint", r->dir}});
+    LOG(INFO) << (r->resumed ? "resumed from " : "initialised weights from ") << r->dir << " at step " << s.step
+              << " (" << load_ms << " ms)";
+    s.reporter->event({{"event", r->resumed ? "resume" : "init_from"}, {"step", s.step}, {"checkpoint", r->dir},
+                       {"load_ms", load_ms}});
   }
   status_.step = s.step;
   status_.total_steps = cfg_.train.steps;

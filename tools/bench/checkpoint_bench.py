@@ -13,11 +13,8 @@ Measured, from metrics.jsonl and the clock of this script:
   once at the end too, and that save is never timed;
 - load GB/s: a resume with train.steps = the saved step (restore, then no step and no save), the
   checkpoint's files dropped from the page cache first (fsync + posix_fadvise DONTNEED, checked
-  with fincore when present). Load time = from when the process is first seen holding a file of
-  the checkpoint (open or mapped; /proc polled every 5 ms) to when its "resume" row appears
-  (written right after the restore: read, verify, copy in model and optimizer state). Cross-check:
-  the resume row's time minus when fresh runs of the same config reach their first step (same
-  start-up and model initialisation, no restore; noisier);
+  with fincore when present). Load time = the resume record's load_ms (the restore as the
+  trainer timed it: find, read, verify and copy in model and optimizer state);
 - the disk's own sequential write (write + fsync a file of the checkpoint's size in the work
   directory) and read speed (the same file dropped from the page cache, read in 8 MiB chunks).
   The checkpoint is read through mmap page faults, the probe through read(2); a virtual disk may
@@ -54,35 +51,19 @@ def plan_parameters(build, seq_len):
     return int([l for l in p.stdout.splitlines() if l.startswith("parameters=")][0].split("=")[1])
 
 
-def touches(pid, directory):
-    """Whether process `pid` has a file under `directory` open or mapped (False once it is gone)."""
-    try:
-        fd_dir = f"/proc/{pid}/fd"
-        for fd in os.listdir(fd_dir):
-            if os.readlink(os.path.join(fd_dir, fd)).startswith(directory):
-                return True
-        with open(f"/proc/{pid}/maps") as f:
-            return directory in f.read()
-    except OSError:  # the process or one of its descriptors went away while we looked
-        return False
-
-
-def watched_train(build, run_dir, sets, tag, watch_dir=None):
+def watched_train(build, run_dir, sets, tag):
     """Runs `weft train` into run_dir, polling metrics.jsonl (flushed per row) every POLL_S; each
-    returned row gets "_seen_s": seconds from the process start until the row was seen. With
-    watch_dir, also returns when the process was first seen holding a file under it (or None).
-    Exits the benchmark with the run's output tail when the run fails."""
+    returned row gets "_seen_s": seconds from the process start until the row was seen. Exits the
+    benchmark with the run's output tail when the run fails."""
     os.makedirs(run_dir, exist_ok=True)
     metrics, log = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "bench.log")
-    rows, offset, partial, touched = [], 0, b"", None
+    rows, offset, partial = [], 0, b""
     with open(log, "wb") as out:
         t0 = time.perf_counter()
         p = subprocess.Popen(train_command(build, CONFIG, ["run.dir=" + run_dir, *sets]), stdout=out, stderr=out)
         while True:
             done = p.poll() is not None
             now = time.perf_counter() - t0
-            if watch_dir and touched is None and not done and touches(p.pid, watch_dir):
-                touched = now
             if os.path.exists(metrics) and os.path.getsize(metrics) > offset:
                 with open(metrics, "rb") as f:
                     f.seek(offset)
@@ -96,7 +77,7 @@ def watched_train(build, run_dir, sets, tag, watch_dir=None):
     if p.returncode != 0:
         with open(log, errors="replace") as f:
             sys.exit(f"{tag}: weft train failed ({p.returncode}); the end of its output:\n{f.read()[-3000:]}")
-    return (rows, touched) if watch_dir else rows
+    return rows
 
 
 def resident_bytes(paths):
@@ -168,7 +149,7 @@ def run_variant(build, run_dir, name, a, prefix, rep):
     if name != "none" and any(sv["async"] != (name == "async") for sv in saves):
         sys.exit(f"{name} repeat {rep}: checkpoint records say async={[sv['async'] for sv in saves]}")
     return {"step_ms": [r["step_ms"] for r in timed], "wall_per_step_ms": wall, "saves": saves,
-            "loop_start_s": steps[0]["_seen_s"] - steps[0]["step_ms"] / 1e3, "ckpt_dir": ckpt_dir}
+            "ckpt_dir": ckpt_dir}
 
 
 def latest_step_dir(ckpt_dir):
@@ -178,20 +159,18 @@ def latest_step_dir(ckpt_dir):
 
 
 def measure_resume(build, run_dir, ckpt_dir, saved_step, a, prefix, rep):
-    """A resume from ckpt_dir's latest checkpoint with nothing left to train; returns when the
-    process first held a checkpoint file and when its "resume" row appeared (seconds from the
-    process start), the checkpoint's bytes on disk and the bytes still cached after the drop."""
+    """A resume from ckpt_dir's latest checkpoint with nothing left to train; returns its load_ms,
+    the checkpoint's bytes on disk and the bytes still cached after the drop."""
     step_dir = latest_step_dir(ckpt_dir)
     files = [os.path.join(step_dir, f) for f in sorted(os.listdir(step_dir))]
     resident = drop_from_cache(files)
     sets = base_sets(a, prefix) + [f"train.steps={saved_step}", "checkpoint.dir=" + ckpt_dir, "checkpoint.interval=0"]
-    rows, touched = watched_train(build, run_dir, sets, f"resume repeat {rep}", watch_dir=os.path.join(ckpt_dir, ""))
+    rows = watched_train(build, run_dir, sets, f"resume repeat {rep}")
     resumed = [r for r in rows if r.get("event") == "resume"]
-    if len(resumed) != 1 or resumed[0]["step"] != saved_step or step_rows(rows) or touched is None:
-        sys.exit(f"resume repeat {rep}: expected a checkpoint file opened, one resume at step {saved_step} and "
-                 f"no step; got first touch {touched}, rows {rows}")
-    return {"repeat": rep, "first_touch_s": touched, "resume_seen_s": resumed[0]["_seen_s"],
-            "bytes": sum(os.path.getsize(f) for f in files), "resident_after_drop": resident}
+    if len(resumed) != 1 or resumed[0]["step"] != saved_step or step_rows(rows) or "load_ms" not in resumed[0]:
+        sys.exit(f"resume repeat {rep}: expected one resume at step {saved_step} with load_ms and no step; got {rows}")
+    return {"repeat": rep, "load_ms": resumed[0]["load_ms"], "bytes": sum(os.path.getsize(f) for f in files),
+            "resident_after_drop": resident}
 
 
 def run_repeat(a, work, prefix, variants, rep, got):
@@ -206,7 +185,6 @@ def run_repeat(a, work, prefix, variants, rep, got):
         v["step_ms"].append(r["step_ms"])
         v["wall_per_step_ms"].append(r["wall_per_step_ms"])
         v["saves"] += [] if name == "none" else r["saves"]
-        got["fresh_loop_start_s"].append(r["loop_start_s"])
     resume_dir = os.path.join(work, f"resume_{rep}")
     load = measure_resume(a.build, resume_dir, os.path.join(dirs["sync"], "ck"), a.steps, a, prefix, rep)
     got["loads"].append(load)
@@ -241,15 +219,10 @@ def summarise_variant(name, v, none):
 def summarise(got):
     out = {"variants": {name: summarise_variant(name, v, got["variants"]["none"])
                         for name, v in got["variants"].items()}}
-    base = median(got["fresh_loop_start_s"])
     for l in got["loads"]:
-        l["load_ms"] = (l["resume_seen_s"] - l["first_touch_s"]) * 1e3
         l["load_gbps"] = l["bytes"] / l["load_ms"] / 1e6
-        l["load_ms_vs_fresh_start"] = (l["resume_seen_s"] - base) * 1e3
-    out["load"] = {"runs": got["loads"], "fresh_loop_start_s": got["fresh_loop_start_s"], "baseline_s": base,
-                   "median_load_ms": median([l["load_ms"] for l in got["loads"]]),
-                   "median_load_gbps": median([l["load_gbps"] for l in got["loads"]]),
-                   "median_load_ms_vs_fresh_start": median([l["load_ms_vs_fresh_start"] for l in got["loads"]])}
+    out["load"] = {"runs": got["loads"], "median_load_ms": median([l["load_ms"] for l in got["loads"]]),
+                   "median_load_gbps": median([l["load_gbps"] for l in got["loads"]])}
     out["disk"] = {"runs": got["disk"], "median_write_gbps": median([d["write_gbps"] for d in got["disk"]]),
                    "median_read_gbps": median([d["read_gbps"] for d in got["disk"]])}
     return out
@@ -283,13 +256,9 @@ def print_tables(s, a):
 def print_io(s, fstype):
     """Load, disk and the one-line summary."""
     ld, dk = s["load"], s["disk"]
-    starts = ld["fresh_loop_start_s"]
-    print(f"\nload (resume, checkpoint dropped from the page cache; first checkpoint file held -> resume row):"
+    print(f"\nload (resume, checkpoint dropped from the page cache; the resume record's load_ms):"
           f" median {ld['median_load_ms']:.0f} ms for {fmt_mb(ld['runs'][0]['bytes']).strip()} MB ="
           f" {ld['median_load_gbps']:.3f} GB/s")
-    print(f"  cross-check: resume row minus a fresh run's loop start {ld['median_load_ms_vs_fresh_start']:.0f} ms"
-          f" (fresh loop start median {1e3 * ld['baseline_s']:.0f} ms, range {1e3 * min(starts):.0f}"
-          f"-{1e3 * max(starts):.0f} ms over {len(starts)} runs)")
     res = [l["resident_after_drop"] for l in ld["runs"]] + [d["resident_before_read"] for d in dk["runs"]]
     cached = "unknown (no fincore)" if None in res else f"{max(res) / 1e6:.1f} MB at most"
     print(f"disk ({fstype}, same directory): sequential write+fsync {dk['median_write_gbps']:.3f} GB/s, cold"
@@ -336,7 +305,7 @@ def main():
               f" {a.threads} threads; {a.steps} steps, checkpoint every {a.interval}; variants {', '.join(variants)}"
               f" x {a.repeats} repeats (interleaved); work dir {work} ({fstype})")
         got = {"variants": {v: {"step_ms": [], "wall_per_step_ms": [], "saves": []} for v in variants},
-               "fresh_loop_start_s": [], "loads": [], "disk": []}
+               "loads": [], "disk": []}
         for rep in range(a.repeats):
             run_repeat(a, work, prefix, variants, rep, got)
     finally:
