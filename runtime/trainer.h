@@ -51,6 +51,8 @@ struct TrainerOptions {
 
 // Owns the model, optimizer, data, checkpoints and run directory of one job.
 // Threads: run() is called once, from one thread; callbacks run on that thread, between steps.
+// With checkpoint.async a save is written by a thread the Trainer starts and joins (at the next
+// save, at the end of run(), or in the destructor); it calls no user code.
 // request_stop() and status() may be called from any thread, and on_step()/on_eval() too, even
 // while run() is running (a callback registered then is called from the next step on).
 // Errors: the constructor and run() throw weft::Error for bad config, data or checkpoints; when
