@@ -130,6 +130,7 @@ SafetensorsWriteResult write_safetensors(
     for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
     w.write(len, sizeof len);
     w.write(header);
+    result.header_bytes = w.bytes(), result.header_crc32c = w.crc();
     for (const auto& [name, t] : tensors) {
       const at::Tensor c = host_contiguous(t);
       SafetensorsTensorRecord rec{name, w.bytes(), w.bytes() + c.nbytes(), {}};

@@ -35,6 +35,8 @@ struct SafetensorsWriteResult {
   uint64_t bytes = 0;   // size of the whole file
   uint32_t crc32c = 0;  // CRC-32C of the whole file, header included
   std::vector<SafetensorsTensorRecord> tensors;  // in file order; block CRCs only if asked for
+  uint64_t header_bytes = 0;   // the 8-byte length and the JSON header: where the data starts
+  uint32_t header_crc32c = 0;  // CRC-32C of those bytes
 };
 
 // Writes `tensors` to `path` (created or truncated) in the given order, with string metadata in

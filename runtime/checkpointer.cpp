@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "models/transformer.h"
 #include "parallel/comm.h"
 #include "parallel/device.h"
 #include "runtime/checkpoint/fault.h"
@@ -144,6 +145,7 @@ std::optional<RestoredState> Checkpointer::restore() {
     if (auto latest = find_latest_checkpoint(root)) candidates.push_back(*latest);
   } catch (const Error& e) {
     if (!cfg_.checkpoint.fallback) throw;
+    LOG(ERROR) << "cannot resume from what " << root << "/latest names: " << e.what() << "; falling back to an older checkpoint";
     skipped.emplace_back(root + "/latest", e.what());
   }
   if (cfg_.checkpoint.fallback) {
@@ -166,7 +168,7 @@ std::optional<RestoredState> Checkpointer::restore() {
     if (error.empty()) break;
     r.reset();
     if (!cfg_.checkpoint.fallback) fail(error);
-    LOG(ERROR) << "checkpoint " << dir << " is damaged: " << error << "; falling back to an older one";
+    LOG(ERROR) << "cannot resume from " << dir << ": " << error << "; falling back to an older checkpoint";
     skipped.emplace_back(dir, error);
   }
   WEFT_CHECK(r || skipped.empty(), "no readable checkpoint under ", root, ": ", skipped.back().second);
@@ -189,16 +191,33 @@ std::optional<RestoredState> Checkpointer::restore() {
 RestoredState Checkpointer::load(const std::string& dir) {
   CheckpointReader reader(dir);
   const auto state = reader.trainer_state();
+  WEFT_CHECK(state.value("step", int64_t(-1)) == reader.step(), dir, ": trainer_state.json says step ",
+             state.value("step", int64_t(-1)), " but the manifest says ", reader.step(), "; the checkpoint is damaged");
+  // Everything the checkpoint holds is checked now, as eval and convert would check it.
+  (void)reader.config_yaml();
+  const auto extra = reader.extra_files();
   load_weights(reader);
   optimizer_.reload_params();
   optimizer_.load_state(reader.read("optim", optimizer_.wanted_state()), reader.step());
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   gen.set_state(hex_to_bytes(state.at("rng_cpu").get<std::string>()));
-  if (cfg_.data.tokenizer == "gpt2:." && tokenizer_files_.empty()) take_tokenizer_files(dir);
+  if (cfg_.data.tokenizer == "gpt2:." && tokenizer_files_.empty()) {
+    for (const char* f : kGpt2Files)
+      WEFT_CHECK(extra.count(f), dir, " has no ", f, " but data.tokenizer is 'gpt2:.' (the checkpoint's own files)");
+    tokenizer_files_ = extra;
+  }
   return RestoredState{dir, true, reader.step(), state.at("consumed_samples").get<int64_t>(), {}, {}};
 }
 
 void Checkpointer::load_weights(CheckpointReader& reader) {
+  // A checkpoint tensor this model has no parameter for would be dropped silently (a smaller
+  // model, tied instead of untied embeddings): refuse, as a strict state-dict load does.
+  const Transformer meta(cfg_.model, at::TensorOptions().device(at::kMeta));
+  const auto params = meta->named_parameters();
+  for (const auto& name : reader.names("model"))
+    WEFT_CHECK(params.contains(name), reader.dir(), " holds model tensor '", name, "' but this model has no such ",
+               "parameter (model.* differs from the checkpoint's config.yaml); set the model config the checkpoint ",
+               "was saved with");
   at::NoGradGuard no_grad;
   std::vector<std::pair<std::string, ShardPlacement>> want;
   for (const auto& p : params_) want.emplace_back(p.name, placement_of(p.shard));
@@ -329,6 +348,8 @@ SaveOutcome Checkpointer::coordinate(InFlight& job) {
     store_ = std::make_unique<StoreClient>(ctx_->env(), "checkpoint/", timeout);
   }
   const std::string key = str(job.seq, "/");
+  // Error texts may quote damaged bytes: never let them break the JSON.
+  auto text = [](const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); };
   auto attempt = [](auto&& fn) -> nlohmann::json {
     try {
       return fn();
@@ -339,14 +360,14 @@ SaveOutcome Checkpointer::coordinate(InFlight& job) {
   // 1. The temporary directory.
   nlohmann::json ready;
   if (leader) ready = attempt([&] { return nlohmann::json{{"dir", prepare_checkpoint(job.root, job.data.step)}}; });
-  if (multi && leader) store_->set(key + "ready", ready.dump());
+  if (multi && leader) store_->set(key + "ready", text(ready));
   if (multi && !leader) ready = nlohmann::json::parse(store_->get(key + "ready", &cancel_));
   // 2. This rank's pieces.
   nlohmann::json mine = ready.contains("error")
                             ? nlohmann::json{{"error", "the checkpoint directory could not be prepared"}}
                             : attempt([&] { return write_shards(ready.at("dir"), rank, job.data); });
   fault::point("fragment");
-  if (multi) store_->set(str(key, "rank", rank), mine.dump());
+  if (multi) store_->set(str(key, "rank", rank), text(mine));
   // 3. The commit, by rank 0 once every rank has written.
   nlohmann::json commit;
   if (leader) {
@@ -363,7 +384,7 @@ SaveOutcome Checkpointer::coordinate(InFlight& job) {
     })
                            : nlohmann::json{{"error", error}};
     if (commit.contains("error") && ready.contains("dir")) abandon_checkpoint(ready.at("dir"));
-    if (multi) store_->set(key + "commit", commit.dump());
+    if (multi) store_->set(key + "commit", text(commit));
   } else {
     commit = nlohmann::json::parse(store_->get(key + "commit", &cancel_));
   }

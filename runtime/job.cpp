@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "parallel/device.h"
+#include "runtime/checkpoint/checkpoint.h"
 #include "runtime/data/gpt_dataset.h"
 #include "runtime/perf.h"
 
@@ -157,7 +158,7 @@ void check_memory_fits(const Config& cfg, const ParallelDims& dims, const std::v
 Config checkpoint_config(const std::string& step_dir) {
   const auto path = (std::filesystem::path(step_dir) / "config.yaml").string();
   Config cfg;
-  merge_config_yaml(cfg, read_file(path), path);
+  merge_config_yaml(cfg, CheckpointReader(step_dir).config_yaml(), path);  // verified before it is parsed
   return cfg;
 }
 

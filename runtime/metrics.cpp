@@ -18,7 +18,7 @@ MetricsLogger::MetricsLogger(const std::string& run_dir, bool tensorboard) {
 MetricsLogger::~MetricsLogger() = default;
 
 void MetricsLogger::write(const nlohmann::json& record) {
-  jsonl_ << record.dump() << '\n';
+  jsonl_ << record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
   jsonl_.flush();
   if (!tb_ || !record.contains("step")) return;
   const int64_t step = record.at("step").get<int64_t>();

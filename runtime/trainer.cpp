@@ -6,6 +6,7 @@
 // continues bit for bit.
 #include "runtime/trainer.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <glog/logging.h>
 #include <sys/resource.h>
@@ -65,6 +66,7 @@ struct Trainer::State {
   int64_t step = 0, consumed_samples = 0, last_saved = 0;
   bool stopping = false;  // agreed over every rank after each step
   int64_t failed_saves = 0;      // consecutive failed checkpoint saves
+  std::string last_save_error;   // the newest failed save's error
   std::string save_error;        // the failure that stops training (checkpoint.on_error=stop)
   double flops_per_token = 0, peak_flops = 0;
   Group alone = single_stage_group();
@@ -119,6 +121,16 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
     WEFT_CHECK(!ec, "cannot create run.dir '", cfg_.run.dir, "': ", ec.message());
     write_file_atomic((fs::path(cfg_.run.dir) / "config.yaml").string(), to_yaml(cfg_));
     LOG(INFO) << "resolved config:\n" << to_yaml(cfg_);
+    // Refused now rather than at the first save, hours in.
+    fs::create_directories(cfg_.checkpoint_dir(), ec);
+    WEFT_CHECK(!ec && fs::is_directory(cfg_.checkpoint_dir()), "cannot create checkpoint.dir '", cfg_.checkpoint_dir(),
+               "': ", ec ? ec.message() : "not a directory", "; point checkpoint.dir at a directory you can write");
+  }
+  // Fresh runs are reproducible to the byte (the generator's state is saved with each checkpoint).
+  {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(uint64_t(cfg_.train.seed));
   }
 
   s.model = std::make_unique<ParallelModel>(cfg_, s.ctx, s.device);
@@ -211,6 +223,9 @@ void Trainer::train_loop() {
   if (s.save_error.empty() && (s.step != s.last_saved || (s.step == first_step && first_step == 0))) save();
   report_saves(s.checkpointer->finish());
   WEFT_CHECK(s.save_error.empty(), "training stopped at step ", s.step, " (checkpoint.on_error=stop): ", s.save_error);
+  // on_error=continue tolerates a failed save mid-run, not losing the last state.
+  WEFT_CHECK(s.failed_saves == 0, "the last checkpoint (step ", s.step, ") could not be saved, so the steps since the ",
+             "last complete checkpoint are lost: ", s.last_save_error);
 }
 
 void Trainer::report_saves(const std::vector<SaveOutcome>& outcomes) {
@@ -218,8 +233,9 @@ void Trainer::report_saves(const std::vector<SaveOutcome>& outcomes) {
   for (const auto& o : outcomes) {
     s.failed_saves = o.ok ? 0 : s.failed_saves + 1;
     if (!o.ok) {
+      s.last_save_error = o.error;
       LOG(ERROR) << "checkpoint of step " << o.step << " failed (" << s.failed_saves << " in a row): " << o.error
-                 << "; the previous checkpoint is intact"
+                 << "; `latest` is unchanged"
                  << (cfg_.checkpoint.on_error == "stop" ? "; stopping (checkpoint.on_error=stop)" : "; training goes on");
       if (cfg_.checkpoint.on_error == "stop" && s.save_error.empty()) s.save_error = o.error;
     }

@@ -58,8 +58,8 @@ struct TrainerOptions {
 // Errors: the constructor and run() throw weft::Error for bad config, data or checkpoints; when
 // run() throws, status() reports failed with the message.
 // Process-wide effects: the constructor sets LibTorch's intra-op thread count when
-// train.threads > 0, and restoring a checkpoint sets the default CPU generator's state (saved
-// with it). Nothing else is global: a service may hold several Trainers (one run() at a time
+// train.threads > 0 and seeds the default CPU generator with train.seed; restoring a checkpoint
+// sets that generator's state (saved with it). Nothing else is global: a service may hold several Trainers (one run() at a time
 // per process, since the thread count and generator are shared).
 class Trainer {
  public:

@@ -32,6 +32,9 @@ constexpr int kVersion = 2;
 constexpr const char* kManifest = "manifest.json";
 constexpr const char* kStepPrefix = "step_";
 constexpr uint64_t kBlockBytes = 1 << 20;  // CRC32C granularity of tensor data
+constexpr const char* kDamagedHint =
+    "use an older checkpoint (a training run resumes from the newest readable one with checkpoint.fallback=true) "
+    "or delete ";
 
 std::string shard_file(const std::string& kind, int64_t rank) {
   char buf[64];
@@ -89,8 +92,27 @@ void merge_tensors(nlohmann::json& into, const nlohmann::json& from) {
     }
 }
 
+// "step_" and eight digits: the names Weft gives step directories.
 bool is_step_name(const std::string& name) {
-  return name.rfind(kStepPrefix, 0) == 0 && name.find('.') == std::string::npos;
+  return name.size() == 13 && name.rfind(kStepPrefix, 0) == 0 &&
+         std::all_of(name.begin() + 5, name.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// What Weft leaves while writing (<step>.tmp) or deleting (<step>.deleting) a checkpoint.
+bool is_leftover_name(const std::string& name) {
+  for (const char* suffix : {".tmp", ".deleting"}) {
+    const size_t n = std::strlen(suffix);
+    if (name.size() > n && name.compare(name.size() - n, n, suffix) == 0 && is_step_name(name.substr(0, name.size() - n)))
+      return true;
+  }
+  return false;
+}
+
+// `text` with bytes that are not printable ASCII shown as '?', for messages quoting damaged data.
+std::string printable(std::string text) {
+  for (char& c : text)
+    if (c < 32 || c > 126) c = '?';
+  return text;
 }
 
 // Renames `dir` to <dir>.deleting (durably), then removes it: a crash leaves a name that is
@@ -119,9 +141,16 @@ nlohmann::json read_manifest(const fs::path& dir) {
   try {
     m = nlohmann::json::parse(read_file(path.string()));
   } catch (const nlohmann::json::exception& e) {
-    fail(str(path.string(), ": corrupt manifest (", e.what(), "); delete this checkpoint"));
+    fail(str(path.string(), ": corrupt manifest (", printable(e.what()), "); delete this checkpoint"));
   }
   WEFT_CHECK(m.is_object() && m.value("format", "") == kFormat, path.string(), " is not a weft checkpoint manifest");
+  nlohmann::json body = m;
+  body.erase("manifest_crc32c");
+  const std::string text = body.dump(1);
+  WEFT_CHECK(m.contains("manifest_crc32c") && m["manifest_crc32c"].is_number_unsigned() &&
+                 m["manifest_crc32c"].get<uint32_t>() == crc32c(text.data(), text.size()),
+             path.string(), " is damaged (its CRC32C does not match its contents); delete this checkpoint or use an "
+             "older one");
   WEFT_CHECK(m.value("version", 0) == kVersion, path.string(), ": checkpoint format version ", m.value("version", 0),
              " cannot be read by this Weft (it reads version ", kVersion, "); load it with the Weft that wrote it "
              "and export it with `weft convert --to hf:DIR`");
@@ -247,6 +276,7 @@ nlohmann::json write_shards(const std::string& tmp_dir, int64_t rank, const Chec
     if (first) fault::point("write");  // this rank's writing has begun, not finished
     first = false;
     record_file(file, r.bytes, r.crc32c, rec["files"]);
+    rec["files"][file]["header"] = {{"bytes", r.header_bytes}, {"crc32c", r.header_crc32c}};
     rec["bytes"] = rec["bytes"].get<uint64_t>() + r.bytes;
     for (size_t i = 0; i < list.size(); ++i) {
       const auto& [name, t] = list[i];
@@ -284,7 +314,7 @@ SaveResult commit_checkpoint(const std::string& root_str, const std::string& tmp
   write_text_file(tmp / "config.yaml", data.config_yaml, files);
   for (const auto& [file, text] : data.extra_files) write_text_file(tmp / file, text, files);
   const auto& l = data.layout;
-  const nlohmann::json manifest = {
+  nlohmann::json manifest = {
       {"format", kFormat},
       {"version", kVersion},
       {"step", data.step},
@@ -292,6 +322,9 @@ SaveResult commit_checkpoint(const std::string& root_str, const std::string& tmp
       {"block_bytes", kBlockBytes},
       {"files", files},
       {"tensors", tensors}};
+  // The manifest checks itself: a CRC32C of its own text without this field.
+  const std::string body = manifest.dump(1);
+  manifest["manifest_crc32c"] = crc32c(body.data(), body.size());
   write_file_atomic((tmp / kManifest).string(), manifest.dump(1));
   fsync_path(tmp.string());
   fault::point("manifest");
@@ -358,17 +391,19 @@ std::vector<std::string> clean_checkpoint_root(const std::string& root_str) {
   // cannot happen; kept for directories copied from elsewhere): `latest` names a missing step
   // whose complete copy is <step>.deleting — put it back.
   std::string latest;
-  if (fs::exists(root / "latest")) latest = read_file((root / "latest").string()), latest.erase(latest.find_last_not_of(" \n\r\t") + 1);
+  if (fs::is_regular_file(root / "latest")) latest = read_file((root / "latest").string()), latest.erase(latest.find_last_not_of(" \n\r\t") + 1);
+  if (!is_step_name(latest)) latest.clear();  // damage, reported when resuming
   std::error_code ec;
   if (!latest.empty() && !fs::exists(root / latest) && fs::exists(root / (latest + ".deleting") / kManifest))
     fs::rename(root / (latest + ".deleting"), root / latest, ec);
   std::vector<fs::path> doomed;
   for (const auto& e : fs::directory_iterator(root)) {
     const auto name = e.path().filename().string();
-    // The step `latest` names is never a leftover: without a manifest it is damage, reported when
-    // resuming (or passed over with checkpoint.fallback), not silently removed.
-    const bool leftover = name.rfind(kStepPrefix, 0) == 0 && e.is_directory() && name != latest &&
-                          (!is_step_name(name) || !fs::exists(e.path() / kManifest));
+    // Only names Weft makes: <step>.tmp, <step>.deleting, and a step directory without a manifest
+    // (what an older Weft's interrupted deletion left) — but never the step `latest` names: that
+    // is damage, reported when resuming (or passed over with checkpoint.fallback).
+    const bool leftover = e.is_directory() && (is_leftover_name(name) || (is_step_name(name) && name != latest &&
+                                                                          !fs::exists(e.path() / kManifest)));
     if (leftover || name.rfind("latest.tmp.", 0) == 0) doomed.push_back(e.path());
   }
   for (const auto& p : doomed) {
@@ -397,6 +432,8 @@ std::vector<std::string> complete_checkpoints(const std::string& root_str) {
 std::optional<std::string> find_latest_checkpoint(const std::string& root_str) {
   const fs::path root(root_str);
   const fs::path latest = root / "latest";
+  WEFT_CHECK(!fs::exists(latest) || fs::is_regular_file(latest), latest.string(),
+             " is not a file; remove it (it should hold the newest complete step's name)");
   if (!fs::exists(latest)) {
     WEFT_CHECK(complete_checkpoints(root_str).empty(), "checkpoint directory ", root.string(),
                " has checkpoints but no 'latest' file; write the newest step directory's name into ", latest.string());
@@ -404,8 +441,8 @@ std::optional<std::string> find_latest_checkpoint(const std::string& root_str) {
   }
   std::string name = read_file(latest.string());
   name.erase(name.find_last_not_of(" \n\r\t") + 1);
-  WEFT_CHECK(!name.empty() && name.find('/') == std::string::npos, latest.string(),
-             " does not name a checkpoint directory");
+  WEFT_CHECK(is_step_name(name), latest.string(), " does not name a checkpoint directory (it holds '",
+             printable(name.substr(0, 40)), "', not step_NNNNNNNN); write the newest complete step's name into it");
   const fs::path dir = root / name;
   WEFT_CHECK(fs::is_directory(dir), latest.string(), " names ", name,
              " but that directory does not exist; fix 'latest' or remove it");
@@ -415,7 +452,9 @@ std::optional<std::string> find_latest_checkpoint(const std::string& root_str) {
 }
 
 std::string resolve_checkpoint_dir(const std::string& dir) {
-  WEFT_CHECK(fs::is_directory(dir), "checkpoint directory '", dir, "' does not exist");
+  WEFT_CHECK(fs::exists(dir), "checkpoint directory '", dir, "' does not exist");
+  WEFT_CHECK(fs::is_directory(dir), "'", dir, "' is a file, not a checkpoint directory; give a step directory, a ",
+             "checkpoints directory (with 'latest') or a run directory");
   if (fs::exists(fs::path(dir) / kManifest)) return dir;
   if (fs::exists(fs::path(dir) / "latest")) return *find_latest_checkpoint(dir);
   // A run directory: its checkpoints live one level down.
@@ -435,7 +474,13 @@ struct CheckpointReader::Impl {
 
   const MappedFile& map(const fs::path& dir, const std::string& file) {
     auto& m = maps[file];
-    if (!m) m = std::make_unique<MappedFile>((dir / file).string());
+    if (m) return *m;
+    m = std::make_unique<MappedFile>((dir / file).string());
+    // The safetensors header is not read here, but other tools read it: it must be intact too.
+    const auto& h = manifest.at("files").at(file).at("header");
+    const uint64_t n = h.at("bytes").get<uint64_t>();
+    WEFT_CHECK(n <= m->size() && crc32c(m->data(), n) == h.at("crc32c").get<uint32_t>(), m->path(),
+               " is damaged (its safetensors header fails its CRC32C); ", kDamagedHint, dir.string());
     return *m;
   }
 };
@@ -454,11 +499,9 @@ CheckpointReader::CheckpointReader(const std::string& step_dir) : dir_(step_dir)
       const fs::path path = dir / name;
       std::error_code ec;
       const auto size = fs::file_size(path, ec);
-      WEFT_CHECK(!ec, "checkpoint ", dir.string(), " is damaged: ", name,
-                 " is missing; delete it or resume from an older checkpoint (checkpoint.fallback=true)");
+      WEFT_CHECK(!ec, "checkpoint ", dir.string(), " is damaged: ", name, " is missing; ", kDamagedHint, dir.string());
       WEFT_CHECK(size == info.at("bytes").get<uint64_t>(), path.string(), " is damaged: ", size, " bytes, the manifest says ",
-                 info.at("bytes").get<uint64_t>(), " (truncated?); delete this checkpoint or resume from an older one "
-                 "(checkpoint.fallback=true)");
+                 info.at("bytes").get<uint64_t>(), " (truncated?); ", kDamagedHint, dir.string());
     }
   } catch (const nlohmann::json::exception& e) {
     fail(str((dir / kManifest).string(), ": malformed manifest (", e.what(), "); delete this checkpoint"));
@@ -474,8 +517,7 @@ std::string read_verified(const fs::path& dir, const nlohmann::json& manifest, c
   const std::string text = read_file((dir / file).string());
   WEFT_CHECK(text.size() == info.at("bytes").get<uint64_t>() &&
                  crc32c(text.data(), text.size()) == info.at("crc32c").get<uint32_t>(),
-             (dir / file).string(), " is damaged (size or CRC32C differs from the manifest); delete this checkpoint "
-             "or resume from an older one (checkpoint.fallback=true)");
+             (dir / file).string(), " is damaged (size or CRC32C differs from the manifest); ", kDamagedHint, dir.string());
   return text;
 }
 }  // namespace
@@ -551,7 +593,7 @@ NamedTensors CheckpointReader::read(const std::string& kind,
             WEFT_CHECK(crcs.size() >= 8 * (k + 1) &&
                            crc32c(mf.data() + from, n) == uint32_t(std::stoul(crcs.substr(8 * k, 8), nullptr, 16)),
                        (dir / file).string(), ": tensor '", name, "' is damaged (CRC32C mismatch in bytes [", from, ", ",
-                       from + n, ")); delete ", dir_, " or resume from an older checkpoint (checkpoint.fallback=true)");
+                       from + n, ")); ", kDamagedHint, dir_);
           }
           auto src = at::from_blob(const_cast<uint8_t*>(mf.data()) + begin + first * esize, len, sub_strides,
                                    at::TensorOptions().dtype(dtype));

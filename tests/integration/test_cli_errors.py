@@ -81,6 +81,24 @@ def memory_checks(work, prefix):
     check(p.returncode == 0 and "train: finished at step 2" in p.stdout, f"a tiny model still trains: {p.stderr[-300:]!r}")
 
 
+def checkpoint_checks(work, prefix):
+    """What a new user did with checkpoints that used to be accepted silently."""
+    run = os.path.join(work, "tiny")  # argument_checks trained it one step
+    tiny = ["train", "--config", config("llama-tiny.yaml"), "--set", "data.prefix=" + prefix]
+    # A model that has no parameter for a checkpoint tensor would drop it: refused, naming it.
+    expect_error("resume into a model with fewer layers", tiny + ["--set", "run.dir=" + run, "--set", "train.steps=3",
+                 "--set", "model.num_layers=1"], "layers.1.", "config.yaml")
+    a_file = os.path.join(work, "a_file")
+    with open(a_file, "w") as f:
+        f.write("not a directory\n")
+    expect_error("checkpoint.dir is a file", tiny + ["--set", "run.dir=" + os.path.join(work, "cfile"), "--set",
+                 "checkpoint.dir=" + a_file], "checkpoint.dir", a_file)
+    expect_error("--nproc 0", tiny + ["--set", "run.dir=" + os.path.join(work, "n0"), "--nproc", "0"], "--nproc")
+    expect_error("convert into a directory that holds something", ["convert", "--from", "ckpt:" + run, "--to",
+                 "ckpt:" + run], "must be a new or empty directory")
+    expect_error("a file given as a checkpoint", ["eval", "--checkpoint", a_file, "--data", prefix], a_file, "is a file")
+
+
 def argument_checks(work, prefix):
     """Out-of-range command-line values and loss masks that would silently train on the wrong
     tokens are refused in one line naming the flag, key or file."""
@@ -174,6 +192,7 @@ def main():
                  "train.global_batch_size=3"], "train.global_batch_size", "train.micro_batch_size")
     memory_checks(work, prefix)
     argument_checks(work, prefix)
+    checkpoint_checks(work, prefix)
     p = weft("train", "--help")
     check(p.returncode == 0 and "--config" in p.stdout and "--set" in p.stdout, "weft train --help documents it")
     for cmd in ("eval", "plan", "convert", "preprocess", "generate"):

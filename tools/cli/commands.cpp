@@ -179,6 +179,11 @@ int cmd_plan(const CliArgs& a) {
 // torchrun environment).
 int convert_layout(const CliArgs& a, const std::string& from, const std::string& to) {
   const auto dir = resolve_checkpoint_dir(from);
+  // A new checkpoint root: writing into one that holds checkpoints (or anything else) would mix
+  // runs, or make `latest` skip newer steps.
+  std::error_code ec;
+  WEFT_CHECK(!fs::exists(to) || (fs::is_directory(to) && fs::is_empty(to, ec)), "convert: --to ckpt:", to,
+             " must be a new or empty directory (it is a file or already holds something); choose another");
   Config cfg = checkpoint_config(dir);
   for (const auto& o : a.overrides) apply_override(cfg, o);
   auto job = [&](const ParallelContext* ctx) {

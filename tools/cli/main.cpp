@@ -130,6 +130,10 @@ int main(int argc, char** argv) {
 
   args.config = FLAGS_config;
   args.nproc = FLAGS_nproc;
+  if (!gflags::GetCommandLineFlagInfoOrDie("nproc").is_default && FLAGS_nproc < 1) {
+    std::fprintf(stderr, "weft %s: error: --nproc must be >= 1, got %d\n", cmd->name, FLAGS_nproc);
+    return 1;
+  }
   args.checkpoint = FLAGS_checkpoint;
   args.data = FLAGS_data;
   args.max_batches = FLAGS_max_batches;

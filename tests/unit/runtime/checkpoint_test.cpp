@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/fileio.h"
 
 namespace fs = std::filesystem;
 
@@ -207,12 +208,15 @@ TEST(Checkpoint, LeftoversAreCleaned) {
   for (const char* d : {"step_00000002.tmp", "step_00000000.deleting", "step_00000003"})
     fs::create_directories(root / d), std::ofstream(root / d / "model.rank00000.safetensors") << "partial";
   std::ofstream(root / "latest.tmp.77") << "step_00000003\n";
+  // Names Weft does not make are the user's: kept.
+  fs::create_directories(root / "step_notes"), std::ofstream(root / "step_notes" / "todo.txt") << "mine";
+  fs::create_directories(root / "step_00000004x");
   auto removed = clean_checkpoint_root(root.string());
   EXPECT_EQ(removed.size(), 4u);
   std::vector<std::string> left;
   for (const auto& e : fs::directory_iterator(root)) left.push_back(e.path().filename().string());
   std::sort(left.begin(), left.end());
-  EXPECT_EQ(left, (std::vector<std::string>{"latest", "step_00000001"}));
+  EXPECT_EQ(left, (std::vector<std::string>{"latest", "step_00000001", "step_00000004x", "step_notes"}));
   EXPECT_EQ(load_checkpoint((root / "step_00000001").string()).step, 1);
   fs::remove_all(root);
 }
@@ -228,6 +232,34 @@ TEST(Checkpoint, ResavingAStepReplacesItWhole) {
   std::vector<std::string> left;
   for (const auto& e : fs::directory_iterator(root)) left.push_back(e.path().filename().string());
   EXPECT_EQ(left.size(), 2u);  // latest and the step: the old copy is gone
+  fs::remove_all(root);
+}
+
+// The manifest and each shard's safetensors header are covered too: a flipped step number or a
+// damaged header (which other tools read) is refused, naming the file.
+TEST(Checkpoint, ManifestAndHeadersAreChecked) {
+  auto root = fresh_dir("manifest");
+  auto r = save_checkpoint(root.string(), sample(4));
+  const auto manifest = fs::path(r.dir) / "manifest.json";
+  std::string text = read_file(manifest.string());
+  const auto at = text.find("\"step\": 4");
+  ASSERT_NE(at, std::string::npos);
+  text[at + 8] = '5';
+  std::ofstream(manifest, std::ios::binary | std::ios::trunc) << text;
+  auto msg = error_of([&] { CheckpointReader reader(r.dir); });
+  EXPECT_NE(msg.find("manifest.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("CRC32C"), std::string::npos) << msg;
+
+  r = save_checkpoint(root.string(), sample(6));
+  const auto shard = fs::path(r.dir) / "model.rank00000.safetensors";
+  {
+    std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(20);  // inside the JSON header
+    f.put('#');
+  }
+  msg = error_of([&] { load_checkpoint(r.dir); });
+  EXPECT_NE(msg.find("model.rank00000.safetensors"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("header"), std::string::npos) << msg;
   fs::remove_all(root);
 }
 

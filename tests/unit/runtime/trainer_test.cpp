@@ -59,6 +59,13 @@ Config tiny_job(const std::string& name) {
   return c;
 }
 
+// Replaces the job's checkpoint directory by a file, so every save fails (root ignores
+// permissions, so a read-only directory would not do).
+void block_checkpoint_dir(const Config& c) {
+  fs::remove_all(c.checkpoint_dir());
+  std::ofstream(c.checkpoint_dir()) << "a file where the checkpoint directory should be";
+}
+
 TrainerOptions quiet() {
   TrainerOptions o;
   o.console = false;
@@ -67,11 +74,9 @@ TrainerOptions quiet() {
 
 TEST(Trainer, StatusReportsFailureWithTheMessage) {
   Config c = tiny_job("fail");
-  const auto blocker = fs::path(c.run.dir).parent_path() / "not_a_dir";
-  std::ofstream(blocker) << "a file where the checkpoint directory should be";
-  c.checkpoint.dir = (blocker / "ckpt").string();
   c.checkpoint.on_error = "stop";
   Trainer t(c, quiet());
+  block_checkpoint_dir(c);
   const auto message = testing::error_of([&] { t.run(); });
   ASSERT_NE(message, "");
   const auto st = t.status();
@@ -79,18 +84,23 @@ TEST(Trainer, StatusReportsFailureWithTheMessage) {
   EXPECT_FALSE(st.running);
   EXPECT_FALSE(st.finished);
   EXPECT_EQ(st.error, message);
-  EXPECT_NE(st.error.find("not_a_dir"), std::string::npos) << st.error;
+  EXPECT_NE(st.error.find(c.checkpoint_dir()), std::string::npos) << st.error;
 }
 
 // checkpoint.on_error=continue (the default): a save that cannot be written is reported and
 // training finishes.
 TEST(Trainer, FailedSaveIsReportedAndTrainingGoesOn) {
   Config c = tiny_job("save_fails");
-  const auto blocker = fs::path(c.run.dir).parent_path() / "not_a_dir";
-  std::ofstream(blocker) << "a file where the checkpoint directory should be";
-  c.checkpoint.dir = (blocker / "ckpt").string();
   c.checkpoint.interval = 1;
+  c.train.steps = 4;
   Trainer t(c, quiet());
+  block_checkpoint_dir(c);
+  std::atomic<int> steps{0};
+  // The directory comes back before the last save: that one must succeed for run() to succeed.
+  t.on_step([&](const StepMetrics& m) {
+    if (++steps == 3) fs::remove(c.checkpoint_dir()), fs::create_directories(c.checkpoint_dir());
+    (void)m;
+  });
   t.run();
   EXPECT_TRUE(t.status().finished);
   EXPECT_FALSE(t.status().failed);
@@ -102,9 +112,26 @@ TEST(Trainer, FailedSaveIsReportedAndTrainingGoesOn) {
     ++failures;
     EXPECT_EQ(j.at("consecutive_failures").get<int>(), last + 1) << line;
     last = j.at("consecutive_failures").get<int>();
-    EXPECT_NE(j.at("error").get<std::string>().find("not_a_dir"), std::string::npos) << line;
+    EXPECT_NE(j.at("error").get<std::string>().find(c.checkpoint_dir()), std::string::npos) << line;
   }
-  EXPECT_EQ(failures, int(c.train.steps));  // every interval save, and no extra final one
+  EXPECT_EQ(failures, 2);  // steps 1 and 2; 3 and 4 saved
+  EXPECT_TRUE(find_latest_checkpoint(c.checkpoint_dir()).has_value());
+}
+
+// The last save is the one training cannot do without: its failure fails run() even with
+// checkpoint.on_error=continue, and a checkpoint.dir that cannot be a directory is refused at once.
+TEST(Trainer, FailedLastSaveFailsTheRun) {
+  Config c = tiny_job("last_save_fails");
+  Trainer t(c, quiet());
+  block_checkpoint_dir(c);
+  const auto message = testing::error_of([&] { t.run(); });
+  EXPECT_NE(message.find("last checkpoint"), std::string::npos) << message;
+  EXPECT_TRUE(t.status().failed);
+  Config bad = tiny_job("ckpt_dir_is_file");
+  std::ofstream(fs::path(bad.run.dir).parent_path() / "a_file") << "x";
+  bad.checkpoint.dir = (fs::path(bad.run.dir).parent_path() / "a_file").string();
+  const auto refused = testing::error_of([&] { Trainer(bad, quiet()); });
+  EXPECT_NE(refused.find("checkpoint.dir"), std::string::npos) << refused;
 }
 
 // An asynchronous save (snapshot copied while the next step's forward/backward runs) writes
