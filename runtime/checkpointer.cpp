@@ -80,6 +80,25 @@ std::string lowest_rank_error(const Group& world, int64_t rank, const std::strin
   return failed == rank ? error : str("rank ", failed, ": ", out);
 }
 
+// Where a resume may come from, newest first: the checkpoint `latest` names, then, with
+// `fallback`, the older complete ones (a damaged `latest` is then recorded in `skipped`).
+std::vector<std::string> resume_candidates(const std::string& root, bool fallback,
+                                           std::vector<std::pair<std::string, std::string>>& skipped) {
+  std::vector<std::string> candidates;
+  try {
+    if (auto latest = find_latest_checkpoint(root)) candidates.push_back(*latest);
+  } catch (const Error& e) {
+    if (!fallback) throw;
+    LOG(ERROR) << "cannot resume from what " << root << "/latest names: " << e.what() << "; falling back to an older checkpoint";
+    skipped.emplace_back(root + "/latest", e.what());
+  }
+  if (!fallback) return candidates;
+  const auto all = complete_checkpoints(root);
+  for (auto it = all.rbegin(); it != all.rend(); ++it)
+    if (candidates.empty() || fs::path(*it).filename() < fs::path(candidates.front()).filename()) candidates.push_back(*it);
+  return candidates;
+}
+
 }  // namespace
 
 // One save: the snapshot, the writer thread and how it ended.
@@ -138,22 +157,8 @@ std::optional<RestoredState> Checkpointer::restore() {
   }
   if (multi) barrier(ctx_->world());  // nobody reads while leftovers are removed
 
-  // Candidates: the checkpoint `latest` names, then (checkpoint.fallback) older complete ones.
-  std::vector<std::string> candidates;
   std::vector<std::pair<std::string, std::string>> skipped;
-  try {
-    if (auto latest = find_latest_checkpoint(root)) candidates.push_back(*latest);
-  } catch (const Error& e) {
-    if (!cfg_.checkpoint.fallback) throw;
-    LOG(ERROR) << "cannot resume from what " << root << "/latest names: " << e.what() << "; falling back to an older checkpoint";
-    skipped.emplace_back(root + "/latest", e.what());
-  }
-  if (cfg_.checkpoint.fallback) {
-    auto all = complete_checkpoints(root);
-    for (auto it = all.rbegin(); it != all.rend(); ++it)
-      if (candidates.empty() || fs::path(*it).filename() < fs::path(candidates.front()).filename())
-        candidates.push_back(*it);
-  }
+  const auto candidates = resume_candidates(root, cfg_.checkpoint.fallback, skipped);
   std::optional<RestoredState> r;
   for (const auto& dir : candidates) {
     std::string error;

@@ -65,6 +65,12 @@ ShardPlacement placement_from_json(const nlohmann::json& tensor, const nlohmann:
     p.flat_begin = shard.at("flat_range").at(0).get<int64_t>();
     p.flat_end = shard.at("flat_range").at(1).get<int64_t>();
   }
+  bool ok = p.offsets.size() == p.global_shape.size() && p.shape.size() == p.global_shape.size();
+  int64_t n = 1;
+  for (size_t d = 0; ok && d < p.shape.size(); ++d)
+    ok = p.offsets[d] >= 0 && p.shape[d] >= 0 && p.offsets[d] + p.shape[d] <= p.global_shape[d], n *= p.shape[d];
+  ok = ok && (p.flat_begin < 0 || (p.flat_begin <= p.flat_end && p.flat_end <= n));
+  WEFT_CHECK(ok, "a manifest piece (", p.describe(), ") does not fit its tensor; the manifest is damaged");
   return p;
 }
 
@@ -214,6 +220,17 @@ std::vector<Box> boxes_of(const ShardPlacement& p) {
     pos += product(box.shape);
   }
   return out;
+}
+
+// The box both cover ([lo, lo + len) per dimension); false when they do not meet.
+bool intersect(const Box& a, const Box& b, std::vector<int64_t>& lo, std::vector<int64_t>& len) {
+  lo.resize(a.offsets.size()), len.resize(a.offsets.size());
+  for (size_t d = 0; d < a.offsets.size(); ++d) {
+    lo[d] = std::max(a.offsets[d], b.offsets[d]);
+    len[d] = std::min(a.offsets[d] + a.shape[d], b.offsets[d] + b.shape[d]) - lo[d];
+    if (len[d] <= 0) return false;
+  }
+  return true;
 }
 
 std::vector<int64_t> row_major_strides(const std::vector<int64_t>& shape) {
@@ -483,6 +500,27 @@ struct CheckpointReader::Impl {
                " is damaged (its safetensors header fails its CRC32C); ", kDamagedHint, dir.string());
     return *m;
   }
+
+  // The bytes [from, to) of a saved piece (counted from its first data byte), each 1 MiB block
+  // verified once against the manifest; returns the piece's first data byte.
+  const uint8_t* piece_bytes(const fs::path& dir, const nlohmann::json& shard, const std::string& name, uint64_t from,
+                             uint64_t to) {
+    const uint64_t begin = shard.at("data").at(0).get<uint64_t>(), end = shard.at("data").at(1).get<uint64_t>();
+    const std::string file = shard.at("file").get<std::string>();
+    WEFT_CHECK(begin + to <= end, dir.string(), ": the manifest entry of tensor '", name, "' in ", file,
+               " is inconsistent; delete this checkpoint");
+    const MappedFile& mf = map(dir, file);
+    const std::string crcs = shard.at("crc32c").get<std::string>();
+    for (uint64_t k = from / block_bytes; k <= (to - 1) / block_bytes; ++k) {
+      if (!verified.insert({&shard, k}).second) continue;
+      const uint64_t at = begin + k * block_bytes, n = std::min(block_bytes, end - at);
+      WEFT_CHECK(crcs.size() >= 8 * (k + 1) &&
+                     crc32c(mf.data() + at, n) == uint32_t(std::stoul(crcs.substr(8 * k, 8), nullptr, 16)),
+                 (dir / file).string(), ": tensor '", name, "' is damaged (CRC32C mismatch in bytes [", at, ", ",
+                 at + n, ")); ", kDamagedHint, dir.string());
+    }
+    return mf.data() + begin;
+  }
 };
 
 CheckpointReader::CheckpointReader(const std::string& step_dir) : dir_(step_dir), impl_(new Impl) {
@@ -548,7 +586,6 @@ NamedTensors CheckpointReader::read(const std::string& kind,
                                     const std::vector<std::pair<std::string, ShardPlacement>>& wanted) {
   const fs::path dir(dir_);
   const auto& tensors = impl_->manifest.at("tensors");
-  const uint64_t B = impl_->block_bytes;
   NamedTensors out;
   for (const auto& [name, want] : wanted) {
     WEFT_CHECK(tensors.contains(kind) && tensors.at(kind).contains(name), dir_, ": no ", kind, " tensor '", name,
@@ -568,34 +605,14 @@ NamedTensors CheckpointReader::read(const std::string& kind,
       for (const auto& sb : boxes_of(p)) {
         const auto sub_strides = row_major_strides(sb.shape);
         for (const auto& wb : want_boxes) {
-          std::vector<int64_t> lo(global.size()), len(global.size());
-          bool empty = false;
-          for (size_t d = 0; d < global.size(); ++d) {
-            lo[d] = std::max(sb.offsets[d], wb.offsets[d]);
-            len[d] = std::min(sb.offsets[d] + sb.shape[d], wb.offsets[d] + wb.shape[d]) - lo[d];
-            empty |= len[d] <= 0;
-          }
-          if (empty) continue;
+          std::vector<int64_t> lo, len;
+          if (!intersect(sb, wb, lo, len)) continue;
           // Source: elements of the saved sub-box, laid out row-major from its position.
           int64_t first = sb.pos, last = sb.pos;
           for (size_t d = 0; d < global.size(); ++d)
             first += (lo[d] - sb.offsets[d]) * sub_strides[d], last += (lo[d] + len[d] - 1 - sb.offsets[d]) * sub_strides[d];
-          const auto data = shard.at("data");
-          const uint64_t begin = data.at(0).get<uint64_t>(), end = data.at(1).get<uint64_t>();
-          const std::string file = shard.at("file").get<std::string>();
-          WEFT_CHECK(begin + uint64_t(last + 1) * esize <= end, dir_, ": manifest entry of ", kind, " tensor '", name,
-                     "' in ", file, " is inconsistent; delete this checkpoint");
-          const MappedFile& mf = impl_->map(dir, file);
-          const std::string crcs = shard.at("crc32c").get<std::string>();
-          for (uint64_t k = uint64_t(first) * esize / B; k <= (uint64_t(last + 1) * esize - 1) / B; ++k) {
-            if (!impl_->verified.insert({&shard, k}).second) continue;
-            const uint64_t from = begin + k * B, n = std::min(B, end - from);
-            WEFT_CHECK(crcs.size() >= 8 * (k + 1) &&
-                           crc32c(mf.data() + from, n) == uint32_t(std::stoul(crcs.substr(8 * k, 8), nullptr, 16)),
-                       (dir / file).string(), ": tensor '", name, "' is damaged (CRC32C mismatch in bytes [", from, ", ",
-                       from + n, ")); ", kDamagedHint, dir_);
-          }
-          auto src = at::from_blob(const_cast<uint8_t*>(mf.data()) + begin + first * esize, len, sub_strides,
+          const uint8_t* base = impl_->piece_bytes(dir, shard, name, uint64_t(first) * esize, uint64_t(last + 1) * esize);
+          auto src = at::from_blob(const_cast<uint8_t*>(base) + first * esize, len, sub_strides,
                                    at::TensorOptions().dtype(dtype));
           at::Tensor dst = result.narrow(0, wb.pos, product(wb.shape)).view(wb.shape);
           for (size_t d = 0; d < global.size(); ++d) dst = dst.narrow(int64_t(d), lo[d] - wb.offsets[d], len[d]);
