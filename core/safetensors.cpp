@@ -120,7 +120,8 @@ at::Tensor host_contiguous(const at::Tensor& t) {
 
 SafetensorsWriteResult write_safetensors(
     const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-    const std::map<std::string, std::string>& metadata, uint64_t block_bytes) {
+    const std::map<std::string, std::string>& metadata, uint64_t block_bytes,
+    const std::function<void(size_t)>& after_tensor) {
   const std::string header = build_header(path, tensors, metadata);
   SafetensorsWriteResult result;
   try {
@@ -139,6 +140,7 @@ SafetensorsWriteResult write_safetensors(
         rec.block_crc32c.push_back(crc32c(bytes + at, std::min<uint64_t>(block_bytes, c.nbytes() - at)));
       w.write(bytes, c.nbytes());
       result.tensors.push_back(std::move(rec));
+      if (after_tensor) after_tensor(result.tensors.size() - 1);
     }
     w.close();
     result.bytes = w.bytes(), result.crc32c = w.crc();

@@ -7,6 +7,7 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <unordered_map>
@@ -44,13 +45,15 @@ struct SafetensorsWriteResult {
 // job). Tensors may live on any device and have any strides: each is copied to contiguous CPU
 // memory one at a time, so peak extra memory is one tensor. With `block_bytes` > 0 each tensor's
 // bytes also get a CRC-32C per block of that many bytes (counted from the tensor's first byte),
-// so a reader can verify just the part it reads. Throws weft::Error for a duplicate or
+// so a reader can verify just the part it reads. `after_tensor(i)`, when given, runs after tensor i
+// is written (progress, fault injection). Throws weft::Error for a duplicate or
 // reserved name, an undefined, sparse or meta tensor, an unsupported dtype, or an I/O error; on
 // any error the partial file is removed. Thread-compatible (distinct paths may be written
 // concurrently).
 SafetensorsWriteResult write_safetensors(
     const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-    const std::map<std::string, std::string>& metadata = {}, uint64_t block_bytes = 0);
+    const std::map<std::string, std::string>& metadata = {}, uint64_t block_bytes = 0,
+    const std::function<void(size_t)>& after_tensor = {});
 
 // Reads a safetensors file through a read-only memory map it owns. The constructor validates the
 // whole header — length sane, JSON well-formed, known dtypes, every tensor's byte range inside
