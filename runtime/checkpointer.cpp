@@ -164,8 +164,9 @@ std::optional<RestoredState> Checkpointer::restore() {
     std::string error;
     try {
       r = load(dir);
-    } catch (const Error& e) {
+    } catch (const std::exception& e) {  // also a malformed record: every rank must reach the agreement
       error = e.what();
+      if (error.empty()) error = str("cannot read ", dir);
     }
     // Every rank must resume from the same checkpoint: the lowest rank that failed speaks, and
     // every rank reports its words (file and tensor), not just that it failed.
@@ -196,6 +197,9 @@ std::optional<RestoredState> Checkpointer::restore() {
 RestoredState Checkpointer::load(const std::string& dir) {
   CheckpointReader reader(dir);
   const auto state = reader.trainer_state();
+  WEFT_CHECK(state.is_object() && state.contains("consumed_samples") && state["consumed_samples"].is_number_integer() &&
+                 state.contains("rng_cpu") && state["rng_cpu"].is_string(),
+             dir, "/trainer_state.json lacks consumed_samples or rng_cpu; the checkpoint is damaged");
   WEFT_CHECK(state.value("step", int64_t(-1)) == reader.step(), dir, ": trainer_state.json says step ",
              state.value("step", int64_t(-1)), " but the manifest says ", reader.step(), "; the checkpoint is damaged");
   // Everything the checkpoint holds is checked now, as eval and convert would check it.
