@@ -150,16 +150,20 @@ nlohmann::json read_manifest(const fs::path& dir) {
     fail(str(path.string(), ": corrupt manifest (", printable(e.what()), "); delete this checkpoint"));
   }
   WEFT_CHECK(m.is_object() && m.value("format", "") == kFormat, path.string(), " is not a weft checkpoint manifest");
+  // Version 1 (an older Weft) had no manifest checksum; anything else without one is damaged.
+  const bool checked = m.contains("manifest_crc32c");
+  WEFT_CHECK(checked || m.value("version", 0) == kVersion, path.string(), ": checkpoint format version ",
+             m.value("version", 0), " cannot be read by this Weft (it reads version ", kVersion,
+             "); load it with the Weft that wrote it and export it with `weft convert --to hf:DIR`");
   nlohmann::json body = m;
   body.erase("manifest_crc32c");
   const std::string text = body.dump(1);
-  WEFT_CHECK(m.contains("manifest_crc32c") && m["manifest_crc32c"].is_number_unsigned() &&
+  WEFT_CHECK(checked && m["manifest_crc32c"].is_number_unsigned() &&
                  m["manifest_crc32c"].get<uint32_t>() == crc32c(text.data(), text.size()),
              path.string(), " is damaged (its CRC32C does not match its contents); delete this checkpoint or use an "
              "older one");
   WEFT_CHECK(m.value("version", 0) == kVersion, path.string(), ": checkpoint format version ", m.value("version", 0),
-             " cannot be read by this Weft (it reads version ", kVersion, "); load it with the Weft that wrote it "
-             "and export it with `weft convert --to hf:DIR`");
+             " cannot be read by this Weft (it reads version ", kVersion, ")");
   return m;
 }
 

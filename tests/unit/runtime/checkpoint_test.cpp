@@ -249,6 +249,10 @@ TEST(Checkpoint, ManifestAndHeadersAreChecked) {
   auto msg = error_of([&] { CheckpointReader reader(r.dir); });
   EXPECT_NE(msg.find("manifest.json"), std::string::npos) << msg;
   EXPECT_NE(msg.find("CRC32C"), std::string::npos) << msg;
+  // A manifest of the previous format (no checksum) is named as such, not as damage.
+  std::ofstream(manifest, std::ios::trunc) << R"({"format": "weft-checkpoint", "version": 1, "step": 4})";
+  msg = error_of([&] { CheckpointReader reader(r.dir); });
+  EXPECT_NE(msg.find("version 1"), std::string::npos) << msg;
 
   r = save_checkpoint(root.string(), sample(6));
   const auto shard = fs::path(r.dir) / "model.rank00000.safetensors";
