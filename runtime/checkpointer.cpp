@@ -207,7 +207,7 @@ RestoredState Checkpointer::load(const std::string& dir) {
   const auto extra = reader.extra_files();
   load_weights(reader);
   optimizer_.reload_params();
-  optimizer_.load_state(reader.read("optim", optimizer_.wanted_state()), reader.step());
+  optimizer_.load_state(reader.read("optim", optimizer_.wanted_state(), cfg_.model.vocab_size), reader.step());
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   gen.set_state(hex_to_bytes(state.at("rng_cpu").get<std::string>()));
   if (cfg_.data.tokenizer == "gpt2:." && tokenizer_files_.empty()) {
@@ -230,7 +230,7 @@ void Checkpointer::load_weights(CheckpointReader& reader) {
   at::NoGradGuard no_grad;
   std::vector<std::pair<std::string, ShardPlacement>> want;
   for (const auto& p : params_) want.emplace_back(p.name, placement_of(p.shard));
-  auto model = reader.read("model", want);
+  auto model = reader.read("model", want, cfg_.model.vocab_size);
   for (size_t k = 0; k < params_.size(); ++k) params_[k].tensor.copy_(model[k].second);
 }
 
@@ -286,6 +286,8 @@ void Checkpointer::save(int64_t step, int64_t consumed_samples, const std::strin
     if (in_flight_->writer.joinable()) in_flight_->writer.join();
     ended_.push_back(in_flight_->outcome);
     in_flight_.reset();
+    // Every rank learns that outcome here, at the same save: with on_error=stop none starts another.
+    if (!ended_.back().ok && cfg_.checkpoint.on_error == "stop") return;
   }
   fault::begin_save();
   auto job = std::make_unique<InFlight>();

@@ -75,7 +75,8 @@ class Checkpointer {
   RestoredState load(const std::string& dir);
   // Starts saving the state after `step` optimizer steps to `root` (default checkpoint.dir):
   // waits for a save still in flight, snapshots, and writes in the background (checkpoint.async)
-  // or before returning. Applies checkpoint.keep.
+  // or before returning. Applies checkpoint.keep. With checkpoint.on_error=stop, a save that finds
+  // the one before it failed starts nothing.
   void save(int64_t step, int64_t consumed_samples, const std::string& root = "");
   // Call before the optimizer updates parameters or state in place: waits for the snapshot copy.
   void before_optimizer_step();

@@ -2,16 +2,18 @@
 #include "runtime/metrics.h"
 
 #include <filesystem>
+#include <sstream>
 
 #include "core/error.h"
+#include "core/fileio.h"
 #include "core/tensorboard.h"
 
 namespace weft {
 
 MetricsLogger::MetricsLogger(const std::string& run_dir, bool tensorboard) {
-  const auto path = std::filesystem::path(run_dir) / "metrics.jsonl";
-  jsonl_.open(path, std::ios::app);
-  WEFT_CHECK(jsonl_.good(), "cannot write ", path.string(), ": check run.dir");
+  path_ = (std::filesystem::path(run_dir) / "metrics.jsonl").string();
+  jsonl_.open(path_, std::ios::app);
+  WEFT_CHECK(jsonl_.good(), "cannot write ", path_, ": check run.dir");
   if (tensorboard) tb_ = std::make_unique<TensorBoardWriter>((std::filesystem::path(run_dir) / "tb").string());
 }
 
@@ -26,6 +28,22 @@ void MetricsLogger::write(const nlohmann::json& record) {
   for (const auto& [key, value] : record.items())
     if (value.is_number() && key != "step") tb_->add_scalar(prefix + key, value.get<double>(), step);
   tb_->flush();
+}
+
+void MetricsLogger::drop_after(int64_t step) {
+  jsonl_.close();
+  std::istringstream in(read_file(path_));
+  std::string kept;
+  bool dropped = false;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    const bool later = j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step;
+    dropped |= later;
+    if (!later) kept += line + "\n";
+  }
+  if (dropped) write_file_atomic(path_, kept);
+  jsonl_.open(path_, std::ios::app);
+  WEFT_CHECK(jsonl_.good(), "cannot write ", path_, ": check run.dir");
 }
 
 }  // namespace weft

@@ -20,8 +20,12 @@ class MetricsLogger {
   // One record; numeric fields other than "step" and "event" also go to TensorBoard as
   // <prefix><field> at `step` (prefix "train/" for step records, "<event>/" for events).
   void write(const nlohmann::json& record);
+  // A resume at `step`: drops the records of later steps from metrics.jsonl (a crashed run's
+  // steps that are about to run again), so every step has one row. TensorBoard files keep them.
+  void drop_after(int64_t step);
 
  private:
+  std::string path_;
   std::ofstream jsonl_;
   std::unique_ptr<TensorBoardWriter> tb_;
 };

@@ -72,6 +72,10 @@ void Reporter::checkpoint(const SaveOutcome& o, int64_t consecutive_failures) {
                 o.blocking_ms, o.total_ms), std::fflush(stdout);
 }
 
+void Reporter::resumed_at(int64_t step) {
+  if (metrics_) metrics_->drop_after(step);
+}
+
 void Reporter::event(const nlohmann::json& record) {
   if (metrics_) metrics_->write(record);
 }

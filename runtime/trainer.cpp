@@ -148,6 +148,7 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
   if (auto r = s.checkpointer->restore()) {
     const double load_ms = ms_since(restore_start);
     s.step = r->step, s.consumed_samples = r->consumed_samples;
+    if (r->resumed) s.reporter->resumed_at(s.step);
     for (const auto& [dir, error] : r->skipped)
       s.reporter->event({{"event", "checkpoint_fallback"}, {"from", dir}, {"to", r->dir}, {"error", error}});
     LOG(INFO) << (r->resumed ? "resumed from " : "initialised weights from ") << r->dir << " at step " << s.step

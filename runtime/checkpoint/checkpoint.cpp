@@ -350,7 +350,8 @@ SaveResult commit_checkpoint(const std::string& root_str, const std::string& tmp
   // The manifest checks itself: a CRC32C of its own text without this field.
   const std::string body = manifest.dump(1);
   manifest["manifest_crc32c"] = crc32c(body.data(), body.size());
-  write_file_atomic((tmp / kManifest).string(), manifest.dump(1));
+  const std::string manifest_text = manifest.dump(1);
+  write_file_atomic((tmp / kManifest).string(), manifest_text);
   fsync_path(tmp.string());
   fault::point("manifest");
 
@@ -387,7 +388,7 @@ SaveResult commit_checkpoint(const std::string& root_str, const std::string& tmp
     for (size_t i = 0; i + keep < all.size(); ++i)
       if (all[i] != final_dir.string()) delete_checkpoint_dir(all[i], first), first = false;
   }
-  uint64_t total = 0;
+  uint64_t total = manifest_text.size();
   for (const auto& [f, info] : files.items()) total += info.at("bytes").get<uint64_t>();
   return {final_dir.string(), total};
 }
@@ -591,7 +592,8 @@ std::vector<std::string> CheckpointReader::names(const std::string& kind) const 
 }
 
 NamedTensors CheckpointReader::read(const std::string& kind,
-                                    const std::vector<std::pair<std::string, ShardPlacement>>& wanted) {
+                                    const std::vector<std::pair<std::string, ShardPlacement>>& wanted,
+                                    int64_t vocab_rows) {
   const fs::path dir(dir_);
   const auto& tensors = impl_->manifest.at("tensors");
   NamedTensors out;
@@ -600,14 +602,25 @@ NamedTensors CheckpointReader::read(const std::string& kind,
                "' in the checkpoint (saved as ", layout_.describe(), "); is it from another model config?");
     const auto& entry = tensors.at(kind).at(name);
     const auto global = entry.at("global_shape").get<std::vector<int64_t>>();
-    WEFT_CHECK(global == want.global_shape, dir_, ": ", kind, " tensor '", name, "' has shape ",
+    // Another vocabulary padding (model.make_vocab_size_divisible_by): rows from vocab_rows on are
+    // zero padding; missing ones read as zero, extra ones are dropped.
+    const bool repadded = global != want.global_shape && vocab_rows > 0 && !global.empty() &&
+                          global.size() == want.global_shape.size() &&
+                          std::equal(global.begin() + 1, global.end(), want.global_shape.begin() + 1) &&
+                          std::min(global[0], want.global_shape[0]) >= vocab_rows;
+    WEFT_CHECK(global == want.global_shape || repadded, dir_, ": ", kind, " tensor '", name, "' has shape ",
                c10::IntArrayRef(global), " in the checkpoint but the model wants ", want.describe(),
-               "; is it from another model config?");
+               "; set model.* as in the checkpoint's config.yaml");
     const auto dtype = safetensors_dtype(entry.at("dtype").get<std::string>());
     const int64_t esize = int64_t(c10::elementSize(dtype));
-    at::Tensor result = at::empty({want.numel()}, at::TensorOptions().dtype(dtype));
     const auto want_boxes = boxes_of(want);
+    at::Tensor result = repadded ? at::zeros({want.numel()}, at::TensorOptions().dtype(dtype))
+                                 : at::empty({want.numel()}, at::TensorOptions().dtype(dtype));
     int64_t covered = 0;
+    if (repadded)  // the padding rows past the saved ones count as read (zeros)
+      for (const auto& wb : want_boxes)
+        covered += std::max<int64_t>(0, wb.offsets[0] + wb.shape[0] - std::max(wb.offsets[0], global[0])) *
+                   (product(wb.shape) / std::max<int64_t>(1, wb.shape[0]));
     for (const auto& shard : entry.at("shards")) {
       const auto p = placement_from_json(entry, shard);
       for (const auto& sb : boxes_of(p)) {

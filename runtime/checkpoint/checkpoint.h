@@ -137,7 +137,12 @@ class CheckpointReader {
   // For each wanted (name, placement) of `kind`: a tensor of the placement's shape (or, for a flat
   // range, 1-D of its length). Throws weft::Error naming the tensor, the wanted placement and the
   // saved layout when the saved pieces do not cover it.
-  NamedTensors read(const std::string& kind, const std::vector<std::pair<std::string, ShardPlacement>>& wanted);
+  // `vocab_rows` > 0 (the model's real vocabulary size) lets a tensor whose first dimension
+  // differs between the checkpoint and the wanted placement, both at least vocab_rows, load as
+  // another vocabulary padding: rows from vocab_rows on are padding, read as zero where the
+  // checkpoint has none and dropped where the model has none.
+  NamedTensors read(const std::string& kind, const std::vector<std::pair<std::string, ShardPlacement>>& wanted,
+                    int64_t vocab_rows = 0);
   // Every tensor of `kind`, whole.
   NamedTensors read_all(const std::string& kind);
 

@@ -113,8 +113,8 @@ def events(run_dir, kind):
 
 
 def check_resumed(tag, run_dir, k, reference):
-    """One resume record at step k, steps k+1..STEPS after it; every logged loss (the killed
-    run's too) equals the uninterrupted run's."""
+    """One resume record at step k, steps k+1..STEPS after it, one row per step; every logged
+    loss (the killed run's too) equals the uninterrupted run's."""
     recs = read_metrics(run_dir) if os.path.exists(os.path.join(run_dir, "metrics.jsonl")) else []
     at = [i for i, r in enumerate(recs) if r.get("event") == "resume"]
     expect(len(at) == 1 and recs[at[0]]["step"] == k,
@@ -125,6 +125,9 @@ def check_resumed(tag, run_dir, k, reference):
     expect([r["step"] for r in after] == list(range(k + 1, STEPS + 1)),
            f"{tag}: steps {k + 1}..{STEPS} after the resume record ({[r['step'] for r in after]})")
     logged = [r for r in recs if "event" not in r]
+    # The killed run's rows past step k were dropped at the resume: one row per step.
+    steps = [r["step"] for r in logged]
+    expect(steps == sorted(set(steps)), f"{tag}: metrics.jsonl has one row per step ({steps})")
     differ = [r["step"] for r in logged if r["loss"] != reference.get(r["step"])]
     expect(logged and not differ, f"{tag}: every logged loss equals the uninterrupted run's bitwise (differ at {differ})")
 

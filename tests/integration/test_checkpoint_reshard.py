@@ -19,7 +19,9 @@ in the conversion below:
   (2,2,2)+ZeRO -> (1,1,1); (1,1,1) -> (2,2,2)+ZeRO; (2,1,4)+ZeRO -> (1,4,2) vpp 2;
   (1,2,4) -> (4,1,2); (2,2,1) -> (1,1,4)+ZeRO; (4,2,1) -> (2,1,4); and for the GPT-2 of
   configs/parallel-tiny-gpt2.yaml, whose embedding is tied across the first and last pipeline
-  stage, (2,2,2)+ZeRO -> (1,4,2) vpp 2 + ZeRO.
+  stage, (2,2,2)+ZeRO -> (1,4,2) vpp 2 + ZeRO; and across vocabulary paddings
+  (model.make_vocab_size_divisible_by 1 <-> 128: the embedding and head gain or lose zero rows),
+  (1,1,1) -> (2,2,2)+ZeRO padded and (2,2,2)+ZeRO padded -> (1,2,4).
 The step-3 checkpoints of (1,1,1) and (2,2,2)+ZeRO come from 6-step runs (so they were written
 while training went on), the others from runs that stop at step 3.
 
@@ -56,6 +58,7 @@ ZERO = "parallel.zero=1"
 # 0.05 MiB = 13k floats: several buckets per rank (a rank holds at most 313k parameters); the
 # default 25 MiB is one bucket.
 SMALL_BUCKETS = "parallel.grad_bucket_mb=0.05"
+PAD128 = "model.make_vocab_size_divisible_by=128"
 
 
 class Layout(NamedTuple):
@@ -86,6 +89,9 @@ PAIRS = [
     (Layout(1, 2, 4), Layout(4, 1, 2)),
     (Layout(2, 2, 1), Layout(1, 1, 4, (ZERO, SMALL_BUCKETS))),
     (Layout(4, 2, 1), Layout(2, 1, 4)),
+    # Another vocabulary padding (264 rows -> 384 and back): padding rows read as zero or dropped.
+    (ONE, Layout(2, 2, 2, (ZERO, PAD128))),
+    (Layout(2, 2, 2, (ZERO, PAD128)), Layout(1, 2, 4)),
     # Tied embeddings: the last stage's copy and its ZeRO-1 state are rebuilt from the first's.
     (Layout(2, 2, 2, (ZERO, SMALL_BUCKETS), GPT2), Layout(1, 4, 2, ("parallel.vpp=2", ZERO), GPT2)),
 ]

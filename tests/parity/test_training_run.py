@@ -228,7 +228,7 @@ def run_dir_contract(name, cfg, run_dir):
     check([r["step"] for r in ckpts] == [t["steps"]] and {"step", "blocking_ms", "total_ms", "bytes"} <= ckpts[0].keys(),
           f"{name}: one checkpoint event, at the last step (checkpoint.interval 0)")
     step_dir = os.path.join(run_dir, "checkpoints", f"step_{t['steps']:08d}")
-    on_disk = sum(os.path.getsize(os.path.join(step_dir, f)) for f in os.listdir(step_dir) if f != "manifest.json")
+    on_disk = sum(os.path.getsize(os.path.join(step_dir, f)) for f in os.listdir(step_dir))  # manifest too
     check(ckpts[0]["bytes"] == on_disk, f"{name}: checkpoint event bytes {ckpts[0]['bytes']} = the files' sizes {on_disk}")
     evals = [r for r in events if r["event"] == "eval"]
     check([r["step"] for r in evals] == list(range(t["eval_interval"], t["steps"] + 1, t["eval_interval"])) and

@@ -7,7 +7,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -26,10 +28,24 @@ namespace {
 
 Trainer* g_worker_trainer = nullptr;  // for the signal handler only
 
-// The first signal finishes the step in flight (all ranks agree on it), checkpoints and exits.
+std::atomic<int64_t> g_first_stop_ns{0};  // when the first stop signal came (lock-free: signal-safe)
+
+// The first signal finishes the step in flight (all ranks agree on it), checkpoints and exits. A
+// second one stops at once — unless it comes within 2 s of the first: then it is the launcher
+// forwarding a signal that reached the whole process group or cgroup too (scancel, systemctl).
 extern "C" void stop_worker(int sig) {
-  if (g_worker_trainer) g_worker_trainer->request_stop();
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const int64_t now = int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  const int64_t first = g_first_stop_ns.load();
+  if (first == 0) {
+    g_first_stop_ns.store(now);
+    if (g_worker_trainer) g_worker_trainer->request_stop();
+    return;
+  }
+  if (now - first < 2000000000) return;
   signal(sig, SIG_DFL);
+  raise(sig);
 }
 
 extern "C" void announce_and_die(int sig) {
