@@ -179,7 +179,12 @@ std::optional<RestoredState> Checkpointer::restore() {
   }
   WEFT_CHECK(r || skipped.empty(), "no readable checkpoint under ", root, ": ", skipped.back().second);
   if (!r && !cfg_.checkpoint.init_from.empty()) {
-    const auto dir = resolve_checkpoint_dir(cfg_.checkpoint.init_from);
+    std::string dir;
+    try {
+      dir = resolve_checkpoint_dir(cfg_.checkpoint.init_from);
+    } catch (const Error& e) {
+      fail(str("checkpoint.init_from: ", e.what()));
+    }
     CheckpointReader reader(dir);
     load_weights(reader);
     optimizer_.reload_params();

@@ -96,6 +96,8 @@ def checkpoint_checks(work, prefix):
     expect_error("--nproc 0", tiny + ["--set", "run.dir=" + os.path.join(work, "n0"), "--nproc", "0"], "--nproc")
     expect_error("convert into a directory that holds something", ["convert", "--from", "ckpt:" + run, "--to",
                  "ckpt:" + run], "must be a new or empty directory")
+    expect_error("checkpoint.init_from that does not exist", tiny + ["--set", "run.dir=" + os.path.join(work, "init"),
+                 "--set", "checkpoint.init_from=" + os.path.join(work, "nowhere")], "checkpoint.init_from", "nowhere")
     expect_error("a file given as a checkpoint", ["eval", "--checkpoint", a_file, "--data", prefix], a_file, "is a file")
 
 
