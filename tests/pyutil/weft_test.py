@@ -1,8 +1,10 @@
 """Shared helpers for Weft's Python tests: where the binaries are, running them, small corpora."""
+import atexit
 import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,8 +31,37 @@ def weft(*args, check=True, timeout=600):
     return run([WEFT, *args], check=check, timeout=timeout)
 
 
+_TMPDIRS = []
+_FAILED = False
+
+
+def _note_failure():
+    global _FAILED
+    _FAILED = True
+
+
+def _remove_tmpdirs():
+    """At exit: a passing script's directories go (checkpoints are gigabytes); a failing one's
+    stay for inspection, and WEFT_KEEP_TMP=1 keeps them always."""
+    if _FAILED or os.environ.get("WEFT_KEEP_TMP"):
+        return
+    for d in _TMPDIRS:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _excepthook(kind, value, tb, original=sys.excepthook):
+    _note_failure()
+    original(kind, value, tb)
+
+
+sys.excepthook = _excepthook
+atexit.register(_remove_tmpdirs)
+
+
 def tmpdir(prefix):
-    return tempfile.mkdtemp(prefix=f"weft_{prefix}_")
+    d = tempfile.mkdtemp(prefix=f"weft_{prefix}_")
+    _TMPDIRS.append(d)
+    return d
 
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge "
@@ -76,6 +107,7 @@ def config(name):
 def check(cond, message):
     if not cond:
         sys.stderr.write("FAIL: " + message + "\n")
+        _note_failure()
         raise SystemExit(1)
     print("ok:", message)
 
@@ -92,6 +124,7 @@ def expect(cond, message):
     else:
         print("FAIL:", message, flush=True)
         FAILURES.append(message)
+        _note_failure()
     return cond
 
 
