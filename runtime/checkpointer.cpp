@@ -150,10 +150,8 @@ void Checkpointer::take_tokenizer_files(const std::string& dir) {
 std::optional<RestoredState> Checkpointer::restore() {
   const std::string root = cfg_.checkpoint_dir();
   const bool multi = ctx_ && ctx_->world_size() > 1;
-  std::vector<std::string> cleaned;
   if (!ctx_ || ctx_->is_primary()) {
-    cleaned = clean_checkpoint_root(root);
-    for (const auto& p : cleaned) LOG(WARNING) << "removed " << p << ", left by an interrupted checkpoint save or deletion";
+    for (const auto& p : clean_checkpoint_root(root)) LOG(WARNING) << "removed " << p << ", left by an interrupted checkpoint save or deletion";
   }
   if (multi) barrier(ctx_->world());  // nobody reads while leftovers are removed
 
@@ -188,14 +186,14 @@ std::optional<RestoredState> Checkpointer::restore() {
     CheckpointReader reader(dir);
     load_weights(reader);
     optimizer_.reload_params();
-    r = RestoredState{dir, false, 0, 0, {}, {}};
+    r = RestoredState{dir, false, 0, 0, {}};
   }
   if (cfg_.data.tokenizer == "gpt2:." && tokenizer_files_.empty()) {
     WEFT_CHECK(r, "data.tokenizer is 'gpt2:.' (a checkpoint's own tokenizer files) but there is no checkpoint ",
                "to take them from; set data.tokenizer=gpt2:DIR or checkpoint.init_from");
     take_tokenizer_files(r->dir);
   }
-  if (r) r->skipped = std::move(skipped), r->cleaned = std::move(cleaned);
+  if (r) r->skipped = std::move(skipped);
   return r;
 }
 
@@ -220,7 +218,7 @@ RestoredState Checkpointer::load(const std::string& dir) {
       WEFT_CHECK(extra.count(f), dir, " has no ", f, " but data.tokenizer is 'gpt2:.' (the checkpoint's own files)");
     tokenizer_files_ = extra;
   }
-  return RestoredState{dir, true, reader.step(), state.at("consumed_samples").get<int64_t>(), {}, {}};
+  return RestoredState{dir, true, reader.step(), state.at("consumed_samples").get<int64_t>(), {}};
 }
 
 void Checkpointer::load_weights(CheckpointReader& reader) {

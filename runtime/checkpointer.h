@@ -40,7 +40,6 @@ struct RestoredState {
   int64_t step = 0, consumed_samples = 0;
   // Damaged newer checkpoints passed over (checkpoint.fallback): (directory, error).
   std::vector<std::pair<std::string, std::string>> skipped;
-  std::vector<std::string> cleaned;  // leftovers of interrupted saves removed at start
 };
 
 // How one save ended.

@@ -287,7 +287,7 @@ std::string prepare_checkpoint(const std::string& root, int64_t step) {
 }
 
 nlohmann::json write_shards(const std::string& tmp_dir, int64_t rank, const CheckpointData& data) {
-  nlohmann::json rec = {{"files", nlohmann::json::object()}, {"tensors", nlohmann::json::object()}, {"bytes", 0}};
+  nlohmann::json rec = {{"files", nlohmann::json::object()}, {"tensors", nlohmann::json::object()}};
   bool first = true;
   auto write = [&](const std::string& kind, const NamedTensors& list,
                    const std::map<std::string, ShardPlacement>& placement) {
@@ -302,7 +302,6 @@ nlohmann::json write_shards(const std::string& tmp_dir, int64_t rank, const Chec
     first = false;
     record_file(file, r.bytes, r.crc32c, rec["files"]);
     rec["files"][file]["header"] = {{"bytes", r.header_bytes}, {"crc32c", r.header_crc32c}};
-    rec["bytes"] = rec["bytes"].get<uint64_t>() + r.bytes;
     for (size_t i = 0; i < list.size(); ++i) {
       const auto& [name, t] = list[i];
       auto it = placement.find(name);

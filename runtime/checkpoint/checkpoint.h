@@ -79,7 +79,7 @@ std::string checkpoint_name(int64_t step);  // "step_00000100"
 std::string prepare_checkpoint(const std::string& root, int64_t step);
 // Writes this rank's model and optimizer pieces into `tmp_dir` (<kind>.rank<rank>.safetensors,
 // fsynced; no file for an empty list) and returns their manifest records:
-// {"files": {...}, "tensors": {"model": {...}, "optim": {...}}, "bytes": N}.
+// {"files": {...}, "tensors": {"model": {...}, "optim": {...}}}.
 nlohmann::json write_shards(const std::string& tmp_dir, int64_t rank, const CheckpointData& data);
 // Writes trainer state, config, extra files and the manifest (from every rank's records) into
 // `tmp_dir`, renames it to <root>/step_N, points `latest` at it and keeps the newest `keep`
