@@ -83,6 +83,21 @@ void for_each_field(C& c, F&& f) {
   f("parallel.overlap_grad_reduce", c.parallel.overlap_grad_reduce);
   f("parallel.schedule", c.parallel.schedule);
   f("parallel.pipeline_layers", c.parallel.pipeline_layers);
+  f("fault.hang_timeout_s", c.fault.hang_timeout_s);
+  f("fault.heartbeat_interval_s", c.fault.heartbeat_interval_s);
+  f("fault.heartbeat_timeout_s", c.fault.heartbeat_timeout_s);
+  f("fault.max_bad_steps", c.fault.max_bad_steps);
+  f("fault.straggler_interval", c.fault.straggler_interval);
+  f("fault.straggler_factor", c.fault.straggler_factor);
+  f("fault.kill_rank", c.fault.kill_rank);
+  f("fault.kill_step", c.fault.kill_step);
+  f("fault.hang_rank", c.fault.hang_rank);
+  f("fault.hang_step", c.fault.hang_step);
+  f("fault.slow_rank", c.fault.slow_rank);
+  f("fault.slow_ms", c.fault.slow_ms);
+  f("fault.nan_step", c.fault.nan_step);
+  f("fault.nan_count", c.fault.nan_count);
+  f("fault.kill_during_checkpoint", c.fault.kill_during_checkpoint);
   f("precision", c.precision);
   f("device", c.device);
 }
@@ -400,6 +415,24 @@ void Config::validate() const {
              "config: checkpoint.interval and checkpoint.keep must be >= 0");
   WEFT_CHECK(checkpoint.on_error == "continue" || checkpoint.on_error == "stop",
              "config: checkpoint.on_error must be continue or stop, got '", checkpoint.on_error, "'");
+  const auto& x = fault;
+  for (const auto& [v, key] : {std::pair{x.hang_timeout_s, "fault.hang_timeout_s"}, {x.heartbeat_interval_s, "fault.heartbeat_interval_s"},
+                               {x.heartbeat_timeout_s, "fault.heartbeat_timeout_s"}, {x.slow_ms, "fault.slow_ms"}})
+    WEFT_CHECK(std::isfinite(v) && v >= 0, "config: ", key, " must be >= 0 (0 = off), got ", v);
+  WEFT_CHECK(x.heartbeat_interval_s == 0 || x.heartbeat_timeout_s >= 2 * x.heartbeat_interval_s,
+             "config: fault.heartbeat_timeout_s (", x.heartbeat_timeout_s, ") must be at least twice ",
+             "fault.heartbeat_interval_s (", x.heartbeat_interval_s, ")");
+  WEFT_CHECK(x.max_bad_steps >= 0 && x.straggler_interval >= 0 && x.nan_count >= 1 && x.kill_step >= 0 &&
+                 x.hang_step >= 0 && x.nan_step >= 0 && x.kill_during_checkpoint >= 0,
+             "config: fault.max_bad_steps, fault.straggler_interval, fault.*_step and ",
+             "fault.kill_during_checkpoint must be >= 0 and fault.nan_count >= 1");
+  WEFT_CHECK(std::isfinite(x.straggler_factor) && x.straggler_factor > 1, "config: fault.straggler_factor must be > 1, got ",
+             x.straggler_factor);
+  WEFT_CHECK((x.kill_step > 0) == (x.kill_rank >= 0) || x.kill_during_checkpoint > 0,
+             "config: fault.kill_rank and fault.kill_step go together (a rank >= 0 and a step >= 1)");
+  WEFT_CHECK((x.hang_step > 0) == (x.hang_rank >= 0), "config: fault.hang_rank and fault.hang_step go together ",
+             "(a rank >= 0 and a step >= 1)");
+  WEFT_CHECK((x.slow_ms > 0) == (x.slow_rank >= 0), "config: fault.slow_rank and fault.slow_ms go together");
 }
 
 }  // namespace weft

@@ -129,6 +129,23 @@ struct ParallelConfig {
   std::vector<int64_t> pipeline_layers;
 };
 
+// Noticing failures inside the worker, and injecting them for tests (runtime/elastic/).
+struct FaultConfig {
+  double hang_timeout_s = 600;       // no progress for this long: log the rank and operation, exit; 0 = off
+  double heartbeat_interval_s = 1;   // store heartbeat period of each rank (multi-rank); 0 = off
+  double heartbeat_timeout_s = 15;   // a peer silent this long is dead or cut off: exit
+  int64_t max_bad_steps = 3;         // consecutive non-finite steps before rolling back; 0 = only skip
+  int64_t straggler_interval = 20;   // steps between straggler checks (multi-rank); 0 = off
+  double straggler_factor = 1.5;     // a rank whose compute time exceeds this x the median
+  // Injected faults: inert unless set; each fires once per job (first attempt, once per run.dir).
+  int64_t kill_rank = -1, kill_step = 0;  // SIGKILL rank kill_rank during step kill_step
+  int64_t hang_rank = -1, hang_step = 0;  // rank hang_rank stops making progress in step hang_step
+  int64_t slow_rank = -1;                 // rank slow_rank sleeps slow_ms in every step's compute
+  double slow_ms = 0;
+  int64_t nan_step = 0, nan_count = 1;    // steps nan_step .. nan_step+nan_count-1 get a NaN loss
+  int64_t kill_during_checkpoint = 0;     // SIGKILL rank max(kill_rank,0) while writing this step's save
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
@@ -137,6 +154,7 @@ struct Config {
   RunConfig run;
   CheckpointConfig checkpoint;
   ParallelConfig parallel;
+  FaultConfig fault;
   std::string precision = "fp32";  // fp32 | bf16
   std::string device = "cpu";      // cpu | cuda
 

@@ -12,9 +12,11 @@
 #include <cerrno>
 #include <cstdlib>
 #include <map>
+#include <random>
 #include <thread>
 
 #include "core/error.h"
+#include "core/progress.h"
 
 namespace weft {
 
@@ -160,9 +162,10 @@ c10::intrusive_ptr<c10d::Store> connect_store(const WorkerEnv& env, std::chrono:
 
 }  // namespace
 
-StoreClient::StoreClient(const WorkerEnv& env, const std::string& prefix, std::chrono::milliseconds timeout)
+StoreClient::StoreClient(const WorkerEnv& env, const std::string& prefix, std::chrono::milliseconds timeout, bool member)
     : timeout_(timeout), what_(str("rank ", env.rank, ": store key under '", prefix, "'")) {
-  store_ = c10::make_intrusive<c10d::PrefixStore>(prefix, connect_store(env, timeout, /*extra_client=*/true));
+  // (The prefix normally begins with ParallelContext::session().)
+  store_ = c10::make_intrusive<c10d::PrefixStore>(prefix, connect_store(env, timeout, /*extra_client=*/!member));
 }
 
 StoreClient::~StoreClient() = default;
@@ -170,6 +173,10 @@ StoreClient::~StoreClient() = default;
 void StoreClient::set(const std::string& key, const std::string& value) {
   rethrow_as_weft(str(what_, " set '", key, "'"), timeout_,
                   [&] { store_->set(key, std::vector<uint8_t>(value.begin(), value.end())); });
+}
+
+int64_t StoreClient::add(const std::string& key, int64_t delta) {
+  return rethrow_as_weft(str(what_, " add '", key, "'"), timeout_, [&] { return store_->add(key, delta); });
 }
 
 std::string StoreClient::get(const std::string& key, const std::atomic<bool>* cancel) {
@@ -256,9 +263,9 @@ std::string Group::describe() const {
 ParallelContext::ParallelContext(const WorkerEnv& env, const ParallelDims& dims,
                                  ParallelContextOptions options)
     : env_(env), dims_(dims), options_(std::move(options)) {
-  WEFT_CHECK(dims_.world_size() == env_.world_size, "rank ", env_.rank, ": the layout ",
-             dims_.describe(), " needs world_size(", dims_.world_size(), ") but WORLD_SIZE is ",
-             env_.world_size);
+  WEFT_CHECK(dims_.world_size() <= env_.world_size && env_.rank < dims_.world_size(), "rank ", env_.rank,
+             ": the layout ", dims_.describe(), " needs world_size(", dims_.world_size(), ") but WORLD_SIZE is ",
+             env_.world_size, env_.rank >= dims_.world_size() ? " and this rank is outside it (a spare)" : "");
   WEFT_CHECK(options_.backend == "gloo" || options_.backend == "nccl",
              "collective backend must be gloo or nccl, got '", options_.backend, "'");
   WEFT_CHECK(options_.timeout.count() > 0, "parallel.timeout_sec must be > 0");
@@ -269,6 +276,7 @@ ParallelContext::ParallelContext(const WorkerEnv& env, const ParallelDims& dims,
   coord_ = coord_of(dims_, env_.rank);
   const auto timeout = options_.timeout;
   std::shared_ptr<::gloo::transport::Device> device;
+  // Every process of the job, spares included, joins the store; only the layout's ranks form groups.
   if (env_.world_size > 1) {
     store_ = connect_store(env_, timeout);
     device = rethrow_as_weft(str("rank ", env_.rank, ": opening a Gloo device"), timeout,
@@ -319,6 +327,14 @@ ParallelContext::ParallelContext(const WorkerEnv& env, const ParallelDims& dims,
         });
     made[g.ranks] = g.pg;
   }
+  // Store keys of this job's helpers (checkpoint commit, heartbeats) live under a name drawn by
+  // rank 0 and shared over the new world group: a store that outlives a round of an elastic job
+  // (torchrun shares its rendezvous store, and keeps TORCHELASTIC_RESTART_COUNT across membership
+  // changes) may still hold an earlier round's keys under the same restart count.
+  at::Tensor nonce = at::zeros({1}, at::kLong);
+  if (env_.rank == 0) nonce[0] = int64_t(std::random_device{}() >> 1) << 31 ^ int64_t(std::random_device{}());
+  if (world().size() > 1) broadcast(world(), nonce, 0);
+  session_ = str("s", nonce.item<int64_t>(), "/");
 }
 
 ParallelContext::~ParallelContext() = default;
@@ -342,6 +358,8 @@ CommHandle::~CommHandle() = default;
 void CommHandle::wait() {
   if (!work_) return;
   // Gloo applies the group's timeout itself; wait() without a deadline of its own.
+  const bool p2p = what_.find(": send to ") != std::string::npos || what_.find(": recv from ") != std::string::npos;
+  ProgressScope scope(p2p ? OpKind::kP2P : OpKind::kCollective, what_);
   rethrow_as_weft(what_, timeout_, [&] { work_->wait(); });
 }
 

@@ -105,7 +105,8 @@ struct ParallelContextOptions {
 // everything that communicates. There is no global instance.
 //
 // Construction is collective: every rank of the job must construct its context with the same
-// dims, or the rendezvous times out. With world_size > 1 it connects to the c10d TCPStore at
+// dims, or the rendezvous times out. dims may cover fewer ranks than WORLD_SIZE: the ranks beyond
+// it are spares (they join the store but no group, see elastic_layout) and construct no context. With world_size > 1 it connects to the c10d TCPStore at
 // MASTER_ADDR:MASTER_PORT (rank 0 serves it unless the torchrun agent does) and creates only the
 // groups this rank belongs to, each under its own store prefix; groups with identical members
 // share one c10d group. With world_size 1 it touches no store and no network: every group is
@@ -130,7 +131,10 @@ class ParallelContext {
   const ParallelDims& dims() const { return dims_; }
   const RankCoord& coord() const { return coord_; }
   int64_t rank() const { return env_.rank; }
-  int64_t world_size() const { return env_.world_size; }
+  // The ranks of the layout (dims().world_size()); WORLD_SIZE may hold spares beyond them.
+  int64_t world_size() const { return dims_.world_size(); }
+  // A name unique to this round of the job ("s<random>/"), to begin StoreClient prefixes with.
+  const std::string& session() const { return session_; }
   // The hook for "only rank 0 prints progress and writes metrics".
   bool is_primary() const { return env_.is_primary(); }
   bool is_first_stage() const { return coord_.pp == 0; }
@@ -157,6 +161,7 @@ class ParallelContext {
   ParallelContextOptions options_;
   c10::intrusive_ptr<c10d::Store> store_;
   std::vector<Group> groups_;  // indexed by GroupKind
+  std::string session_;
 };
 
 // A further connection to the job's rendezvous store, with keys under `prefix` (within this
@@ -165,9 +170,14 @@ class ParallelContext {
 // Errors (timeout, store gone because rank 0 died) throw a one-line weft::Error naming the key.
 class StoreClient {
  public:
-  StoreClient(const WorkerEnv& env, const std::string& prefix, std::chrono::milliseconds timeout);
+  // `member`: this is the process's own connection, counted by a rank-0 store waiting for
+  // WORLD_SIZE processes (a spare's); otherwise a further one.
+  StoreClient(const WorkerEnv& env, const std::string& prefix, std::chrono::milliseconds timeout, bool member = false);
   ~StoreClient();
   void set(const std::string& key, const std::string& value);
+  // Adds `delta` to the integer at `key` (created as 0) and returns the new value; add(key, 0)
+  // reads a counter in one round trip without waiting.
+  int64_t add(const std::string& key, int64_t delta);
   // Waits up to the timeout for `key` to be set, then returns its value; gives up (weft::Error)
   // as soon as `*cancel` becomes true.
   std::string get(const std::string& key, const std::atomic<bool>* cancel = nullptr);

@@ -156,6 +156,21 @@ ParallelDims validate_layout(int64_t world_size, const Config& cfg) {
   return dims;
 }
 
+ParallelDims elastic_layout(int64_t world_size, const Config& cfg) {
+  const int64_t model = std::max<int64_t>(cfg.parallel.tp, 1) * std::max<int64_t>(cfg.parallel.pp, 1);
+  WEFT_CHECK(world_size >= model, "world_size(", world_size, ") is smaller than tp(", cfg.parallel.tp, ") × pp(",
+             cfg.parallel.pp, ") = ", model, ": start at least ", model, " processes or lower parallel.tp/parallel.pp");
+  const int64_t most = world_size / model;
+  for (int64_t dp = most; dp >= 1; --dp) {
+    try {
+      return validate_layout(dp * model, cfg);
+    } catch (const Error&) {
+      if (dp == 1) break;
+    }
+  }
+  return validate_layout(most * model, cfg);  // no dp fits: the largest one's problems
+}
+
 std::vector<std::pair<int64_t, int64_t>> stage_layers(const ParallelDims& d, int64_t num_layers,
                                                        const std::vector<int64_t>& split) {
   const int64_t S = d.num_virtual_stages();

@@ -44,6 +44,13 @@ void check_model_fits(const ParallelDims& dims, const ModelConfig& model);
 // else. Throws weft::Error listing every problem.
 ParallelDims validate_layout(int64_t world_size, const Config& cfg);
 
+// The layout an elastic job trains with on `world_size` processes: tp and pp from the config and
+// the largest dp <= world_size / (tp × pp) for which validate_layout passes (the global batch is
+// kept: gradient accumulation = global_batch_size / (micro_batch_size × dp)). Ranks from
+// dims.world_size() on are spares. Throws weft::Error (validate_layout's, for the largest dp)
+// when no dp fits, or when world_size < tp × pp.
+ParallelDims elastic_layout(int64_t world_size, const Config& cfg);
+
 // Global layers [first, last) of each virtual stage s = chunk * pp + pp_rank, in stage order:
 // `split` (layer counts, from parallel.pipeline_layers) or, when empty, balanced with the first
 // num_layers % stages stages one layer longer.

@@ -292,7 +292,7 @@ void Checkpointer::save(int64_t step, int64_t consumed_samples, const std::strin
     // Every rank learns that outcome here, at the same save: with on_error=stop none starts another.
     if (!ended_.back().ok && cfg_.checkpoint.on_error == "stop") return;
   }
-  fault::begin_save();
+  fault::begin_save(step);
   auto job = std::make_unique<InFlight>();
   job->seq = ++saves_;
   job->root = root.empty() ? cfg_.checkpoint_dir() : root;
@@ -359,7 +359,7 @@ SaveOutcome Checkpointer::coordinate(InFlight& job) {
   if (multi && !store_) {
     // Writing a rank's pieces may take much longer than a collective.
     const auto timeout = std::chrono::seconds(std::max<int64_t>(cfg_.parallel.timeout_sec, 1800));
-    store_ = std::make_unique<StoreClient>(ctx_->env(), "checkpoint/", timeout);
+    store_ = std::make_unique<StoreClient>(ctx_->env(), ctx_->session() + "checkpoint/", timeout);
   }
   const std::string key = str(job.seq, "/");
   // Error texts may quote damaged bytes: never let them break the JSON.

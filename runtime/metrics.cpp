@@ -37,7 +37,9 @@ void MetricsLogger::drop_after(int64_t step) {
   bool dropped = false;
   for (std::string line; std::getline(in, line);) {
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    const bool later = j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step;
+    // Step rows and validation records are redone; other events (faults, failed saves) are history.
+    const bool redone = j.is_object() && (!j.contains("event") || j["event"] == "eval");
+    const bool later = redone && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() > step;
     dropped |= later;
     if (!later) kept += line + "\n";
   }

@@ -10,18 +10,28 @@
 #include <ATen/Parallel.h>
 #include <glog/logging.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <thread>
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/progress.h"
 #include "parallel/comm.h"
 #include "parallel/device.h"
 #include "parallel/pipeline/executor.h"
 #include "parallel/topology.h"
+#include "runtime/checkpoint/fault.h"
 #include "runtime/checkpointer.h"
 #include "runtime/data/gpt_dataset.h"
+#include "runtime/elastic/inject.h"
 #include "runtime/job.h"
 #include "runtime/optim/optimizer.h"
 #include "runtime/parallel_model.h"
@@ -40,6 +50,19 @@ double peak_rss_mb() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   return double(ru.ru_maxrss) / 1024.0;  // Linux: kilobytes
+}
+
+// Seconds since this process started (/proc/self/stat starttime against /proc/uptime); 0 if unknown.
+double process_age_seconds() {
+  std::ifstream stat("/proc/self/stat"), up("/proc/uptime");
+  std::string line;
+  double uptime = 0;
+  if (!std::getline(stat, line) || !(up >> uptime)) return 0;
+  std::istringstream rest(line.substr(line.rfind(')') + 2));  // fields from 3 on
+  std::string field;
+  for (int i = 3; i <= 22 && rest >> field; ++i)
+    if (i == 22) return std::max(0.0, uptime - std::stod(field) / double(sysconf(_SC_CLK_TCK)));
+  return 0;
 }
 
 Group single_stage_group() {
@@ -64,6 +87,12 @@ struct Trainer::State {
   Schedule schedule;
   std::shared_ptr<SampleSource> train_data, valid_data;
   int64_t step = 0, consumed_samples = 0, last_saved = 0;
+  std::unique_ptr<FaultInjector> faults;
+  int64_t bad_steps = 0;          // consecutive steps skipped for a non-finite gradient
+  int64_t rolled_back_to = -1;    // the checkpoint step of the last rollback
+  double compute_ms = 0;          // this rank's compute since the last straggler check
+  int64_t compute_steps = 0;
+  nlohmann::json start_record;    // the resume record, written with the first completed step
   bool stopping = false;  // agreed over every rank after each step
   int64_t failed_saves = 0;      // consecutive failed checkpoint saves
   std::string last_save_error;   // the newest failed save's error
@@ -144,8 +173,23 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
   s.reporter = std::make_unique<Reporter>(cfg_, s.primary, opts_.console);
   s.checkpointer = std::make_unique<Checkpointer>(cfg_, s.ctx, s.model->params(), s.model->optimizer());
 
+  s.faults = std::make_unique<FaultInjector>(cfg_.fault, s.ctx ? s.ctx->rank() : 0,
+                                             s.ctx ? s.ctx->env().restart_count : 0, cfg_.run.dir);
+  if (const int64_t at = s.faults->kill_during_checkpoint())
+    fault::arm_at_step("write", at, std::max<int64_t>(cfg_.fault.kill_rank, 0));
+
+  // Every start is recorded (with its first step): {"event":"resume","step","world_size","dp","seconds"}
+  // and, when it continues a checkpoint, "checkpoint" and "load_ms".
+  s.start_record = {{"event", "resume"}, {"step", 0}, {"world_size", s.dims.world_size()}, {"dp", s.dims.dp}};
+  if (s.ctx && s.ctx->env().world_size > s.dims.world_size())
+    s.start_record["spares"] = s.ctx->env().world_size - s.dims.world_size();
   const auto restore_start = Clock::now();
-  if (auto r = s.checkpointer->restore()) {
+  std::optional<RestoredState> restored;
+  {
+    ProgressScope scope(OpKind::kCheckpoint, "restoring from checkpoint.dir");
+    restored = s.checkpointer->restore();
+  }
+  if (auto& r = restored) {
     const double load_ms = ms_since(restore_start);
     s.step = r->step, s.consumed_samples = r->consumed_samples;
     if (r->resumed) s.reporter->resumed_at(s.step);
@@ -153,8 +197,11 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
       s.reporter->event({{"event", "checkpoint_fallback"}, {"from", dir}, {"to", r->dir}, {"error", error}});
     LOG(INFO) << (r->resumed ? "resumed from " : "initialised weights from ") << r->dir << " at step " << s.step
               << " (" << load_ms << " ms)";
-    s.reporter->event({{"event", r->resumed ? "resume" : "init_from"}, {"step", s.step}, {"checkpoint", r->dir},
-                       {"load_ms", load_ms}});
+    if (r->resumed) {
+      s.start_record["step"] = s.step, s.start_record["checkpoint"] = r->dir, s.start_record["load_ms"] = load_ms;
+    } else {
+      s.reporter->event({{"event", "init_from"}, {"step", s.step}, {"checkpoint", r->dir}, {"load_ms", load_ms}});
+    }
   }
   status_.step = s.step;
   status_.total_steps = cfg_.train.steps;
@@ -204,6 +251,10 @@ void Trainer::train_loop() {
   s.reporter->start(first_step);
   while (s.step < t.steps && !s.stopping) {
     notify(train_step());
+    if (cfg_.fault.max_bad_steps > 0 && s.bad_steps >= cfg_.fault.max_bad_steps) {
+      roll_back();
+      continue;
+    }
     if (s.valid_data && s.step % t.eval_interval == 0) {
       const double vloss = evaluate_valid();
       s.reporter->eval(s.step, vloss);
@@ -247,14 +298,26 @@ void Trainer::report_saves(const std::vector<SaveOutcome>& outcomes) {
 StepMetrics Trainer::train_step() {
   auto& s = *s_;
   const auto t0 = Clock::now();
+  set_progress_step(s.step + 1);
+  s.faults->at_step(s.step + 1);
   const double lr = learning_rate(cfg_.optim, s.step, cfg_.train.steps);
   s.model->zero_grad();
-  const Batch batch = next_batch();
-  const Pass pass = forward_backward(batch);
+  Batch batch;
+  {
+    ProgressScope scope(OpKind::kData, str("reading the batch of step ", s.step + 1));
+    batch = next_batch();
+  }
+  const Pass pass = forward_backward(batch, s.faults->nan_at(s.step + 1));
   const double sync_ms = s.model->finish_grad_sync();
   const double grad_norm = clip_global_grad_norm(s.model->optimizer(), cfg_.optim.clip_grad);
-  s.checkpointer->before_optimizer_step();  // a snapshot being copied must not see this update
-  s.model->optimizer().step(lr);
+  // grad_norm is global, so every rank takes the same branch. A non-finite gradient skips the
+  // update (the step and its data still count, as in Megatron's skipped iterations).
+  const bool finite = std::isfinite(grad_norm);
+  if (finite) {
+    s.checkpointer->before_optimizer_step();  // a snapshot being copied must not see this update
+    s.model->optimizer().step(lr);
+  }
+  s.bad_steps = finite ? 0 : s.bad_steps + 1;
   report_saves(s.checkpointer->poll());
   s.step += 1;
   s.consumed_samples += cfg_.train.global_batch_size;
@@ -264,8 +327,71 @@ StepMetrics Trainer::train_step() {
   m.step_ms = seconds * 1e3;
   m.tokens_per_sec = double(cfg_.train.global_batch_size * cfg_.train.seq_len) / seconds;
   m.mfu = m.tokens_per_sec * s.flops_per_token / (s.peak_flops * double(s.dims.world_size()));
+  if (!s.start_record.is_null()) {
+    s.start_record["seconds"] = process_age_seconds();
+    s.reporter->event(s.start_record);
+    s.start_record = nullptr;
+  }
   s.reporter->step(m, s.dims.dp, s.dims.pp);
+  if (!finite) {
+    LOG(WARNING) << "step " << s.step << ": non-finite gradient norm (" << grad_norm << "), update skipped ("
+                 << s.bad_steps << " in a row; fault.max_bad_steps=" << cfg_.fault.max_bad_steps << ")";
+    s.reporter->event({{"event", "bad_step"}, {"step", s.step}, {"consecutive", s.bad_steps}});
+  }
+  check_stragglers(pass.pipe.compute_ms);
   return m;
+}
+
+void Trainer::check_stragglers(double compute_ms) {
+  auto& s = *s_;
+  s.compute_ms += compute_ms, s.compute_steps += 1;
+  const int64_t every = cfg_.fault.straggler_interval, world = s.ctx ? s.ctx->world_size() : 1;
+  if (every == 0 || world == 1 || s.step % every != 0) return;
+  // Compute time per rank (waiting in collectives excluded), so a slow rank stands out even though
+  // every rank's step takes as long as the slowest's.
+  auto per_rank = at::zeros({world}, at::kDouble);
+  per_rank[s.ctx->rank()] = s.compute_ms / double(std::max<int64_t>(s.compute_steps, 1));
+  all_reduce(s.ctx->world(), per_rank);
+  s.compute_ms = 0, s.compute_steps = 0;
+  std::vector<double> ms(per_rank.data_ptr<double>(), per_rank.data_ptr<double>() + world);
+  std::vector<double> sorted = ms;
+  // The lower median: with two ranks, the faster one is the yardstick.
+  std::nth_element(sorted.begin(), sorted.begin() + (world - 1) / 2, sorted.end());
+  const double median = sorted[size_t((world - 1) / 2)];
+  std::vector<int64_t> slow;
+  std::vector<double> slow_ms;
+  for (int64_t r = 0; r < world; ++r)
+    if (ms[r] > cfg_.fault.straggler_factor * median && ms[r] - median > 1.0) slow.push_back(r), slow_ms.push_back(ms[r]);
+  if (slow.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < slow.size(); ++i) list += str(i ? ", " : "", "rank ", slow[i], " ", int64_t(slow_ms[i]), " ms");
+  if (s.primary)
+    LOG(WARNING) << "stragglers over steps " << s.step - every + 1 << ".." << s.step << ": " << list
+                 << " of compute per step against a median of " << int64_t(median) << " ms (fault.straggler_factor="
+                 << cfg_.fault.straggler_factor << ")";
+  s.reporter->event({{"event", "straggler"}, {"step", s.step}, {"ranks", slow}, {"compute_ms", slow_ms},
+                     {"median_ms", median}});
+}
+
+void Trainer::roll_back() {
+  auto& s = *s_;
+  report_saves(s.checkpointer->finish());
+  const auto latest = find_latest_checkpoint(cfg_.checkpoint_dir());
+  WEFT_CHECK(latest, s.bad_steps, " consecutive steps up to step ", s.step, " had a non-finite gradient ",
+             "(fault.max_bad_steps=", cfg_.fault.max_bad_steps, ") and there is no checkpoint in ", cfg_.checkpoint_dir(),
+             " to roll back to; lower optim.lr, check the data, or set checkpoint.interval");
+  ProgressScope scope(OpKind::kCheckpoint, str("rolling back to ", *latest));
+  const RestoredState r = s.checkpointer->load(*latest);
+  WEFT_CHECK(r.step != s.rolled_back_to, "steps after step ", r.step, " had a non-finite gradient again after rolling ",
+             "back to it (", *latest, "): the divergence is not transient; lower optim.lr or skip the data there");
+  LOG(WARNING) << s.bad_steps << " consecutive non-finite steps (fault.max_bad_steps=" << cfg_.fault.max_bad_steps
+               << "): rolled back from step " << s.step << " to " << *latest;
+  s.reporter->resumed_at(r.step);
+  s.reporter->event({{"event", "rollback"}, {"step", r.step}, {"from_step", s.step}, {"checkpoint", *latest}});
+  s.step = s.last_saved = r.step, s.consumed_samples = r.consumed_samples;
+  s.rolled_back_to = r.step;
+  s.bad_steps = 0;
+  s.faults->disarm_nan();
 }
 
 Trainer::Batch Trainer::next_batch() {
@@ -296,7 +422,7 @@ Trainer::Batch Trainer::next_batch() {
   return b;
 }
 
-Trainer::Pass Trainer::forward_backward(const Batch& batch) {
+Trainer::Pass Trainer::forward_backward(const Batch& batch, bool poison) {
   auto& s = *s_;
   const int64_t S = s.num_stages();
   Pass pass;
@@ -307,9 +433,13 @@ Trainer::Pass Trainer::forward_backward(const Batch& batch) {
     const MicroBatch* mb = stage == 0 || stage == S - 1 ? &batch.micro.at(m) : nullptr;
     at::Tensor out;
     {
+      ProgressScope scope(OpKind::kCompute, str("forward of micro-batch ", m, " (stage ", stage, ")"));
+      if (m == 0 && chunk == 0 && s.faults->slow_ms() > 0)  // fault.slow_rank: an injected straggler
+        std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(s.faults->slow_ms()));
       ComputeGuard compute(cfg_.precision, s.device);
       out = s.model->chunk(chunk).forward_stage(stage == 0 ? mb->input_ids.to(s.device) : input,
                                                 stage == S - 1 ? mb->labels.to(s.device) : at::Tensor());
+      if (poison && stage == S - 1) out = out * std::numeric_limits<double>::quiet_NaN();  // fault.nan_step
     }
     if (stage < S - 1) return out;
     // out: mean over this micro-batch's counted labels. The step's loss is the mean over the
@@ -379,6 +509,9 @@ void Trainer::notify(const StepMetrics& m) {
 
 void Trainer::save() {
   auto& s = *s_;
+  ProgressScope scope(OpKind::kCheckpoint, str("saving step ", s.step));
+  if (s.step == s.faults->kill_during_checkpoint() && (s.ctx ? s.ctx->rank() : 0) == std::max<int64_t>(cfg_.fault.kill_rank, 0))
+    s.faults->mark_fired(str("fault.kill_during_checkpoint: SIGKILL while writing step ", s.step).c_str());
   s.checkpointer->save(s.step, s.consumed_samples);
   report_saves(s.checkpointer->poll());
   s.last_saved = s.step;

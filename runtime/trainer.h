@@ -88,7 +88,12 @@ class Trainer {
   StepMetrics train_step();
   Batch next_batch();
   // Forward and backward of every micro-batch over the pipeline schedule.
-  Pass forward_backward(const Batch& batch);
+  // `poison`: replace the loss by NaN (fault.nan_step).
+  Pass forward_backward(const Batch& batch, bool poison);
+  // Every fault.straggler_interval steps: per-rank compute time, reported when one stands out.
+  void check_stragglers(double compute_ms);
+  // fault.max_bad_steps non-finite steps in a row: reload the newest checkpoint, in process.
+  void roll_back();
   // Step metrics, with the loss and the stop request agreed over every rank.
   StepMetrics agree(const Pass& pass, const Batch& batch, double lr, double grad_norm, double sync_ms);
   double evaluate_valid();

@@ -22,7 +22,9 @@ struct Armed {
   int64_t save = 1, rank = 0;
 };
 
-std::atomic<int64_t> g_rank{0}, g_save{0};
+std::atomic<int64_t> g_rank{0}, g_save{0}, g_step{-1};
+std::mutex g_mu;
+Armed g_by_step;  // guarded by g_mu; Armed::save holds the step here
 
 int64_t env_int(const char* name, int64_t fallback) {
   const char* v = std::getenv(name);
@@ -53,12 +55,26 @@ const Armed& armed() {
 }  // namespace
 
 void set_rank(int64_t rank) { g_rank = rank; }
-void begin_save() { g_save += 1; }
+void begin_save(int64_t step) {
+  g_save += 1;
+  g_step = step;
+}
+
+void arm_at_step(const char* point, int64_t step, int64_t rank) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_by_step = Armed{point, step, rank};
+}
 
 void point(const char* name) {
   const Armed& a = armed();
-  if (a.point != name || g_save.load() != a.save || g_rank.load() != a.rank) return;
-  LOG(ERROR) << "fault injection: rank " << a.rank << " dies at checkpoint point '" << name << "' of save " << a.save;
+  bool by_step = false;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    by_step = g_by_step.point == name && g_step.load() == g_by_step.save && g_rank.load() == g_by_step.rank;
+  }
+  if (!by_step && (a.point != name || g_save.load() != a.save || g_rank.load() != a.rank)) return;
+  LOG(ERROR) << "fault injection: rank " << g_rank.load() << " dies at checkpoint point '" << name << "' of the save of step "
+             << g_step.load();
   google::FlushLogFiles(google::GLOG_INFO);
   ::kill(::getpid(), SIGKILL);
 }

@@ -116,7 +116,7 @@ def check_resumed(tag, run_dir, k, reference):
     """One resume record at step k, steps k+1..STEPS after it, one row per step; every logged
     loss (the killed run's too) equals the uninterrupted run's."""
     recs = read_metrics(run_dir) if os.path.exists(os.path.join(run_dir, "metrics.jsonl")) else []
-    at = [i for i, r in enumerate(recs) if r.get("event") == "resume"]
+    at = [i for i, r in enumerate(recs) if r.get("event") == "resume" and "checkpoint" in r]
     expect(len(at) == 1 and recs[at[0]]["step"] == k,
            f"{tag}: one resume record, at step {k} ({[recs[i] for i in at]})")
     if len(at) != 1:

@@ -130,7 +130,7 @@ def resume(work, name, step_dir, layout, prefix):
         f.write(os.path.basename(step_dir) + "\n")
     if train(name, run_dir, prefix, layout.cfg, layout.nproc, STEPS, layout.sets()) is None:
         return None
-    events = [r for r in read_metrics(run_dir) if r.get("event") == "resume"]
+    events = [r for r in read_metrics(run_dir) if r.get("event") == "resume" and "checkpoint" in r]
     steps = sorted(step_losses(run_dir))
     ok = expect(len(events) == 1 and events[0].get("step") == SAVED and steps == list(range(SAVED + 1, STEPS + 1)),
                 f"{name}: resumed from the step-{SAVED} checkpoint and trained steps {SAVED + 1}-{STEPS} "

@@ -51,7 +51,7 @@ def main():
 
     # Resume from the run's own checkpoint: its files travel on.
     weft("train", *common, "--set", "train.steps=3", "--set", "checkpoint.init_from=" + base)
-    resumes = [r for r in read_metrics(run) if r.get("event") == "resume"]
+    resumes = [r for r in read_metrics(run) if r.get("event") == "resume" and "checkpoint" in r]
     check(len(resumes) == 1 and resumes[0]["step"] == 2, f"second run resumed at step 2 ({resumes})")
     step3 = os.path.join(run, "ckpt", "step_00000003")
     check(all(os.path.exists(os.path.join(step3, f)) for f in ("vocab.json", "merges.txt")),

@@ -247,7 +247,7 @@ def check_resumed(name, run_dir, k, straight, last=STEPS):
     """The run resumed from step k: one resume record with step k after the first run's steps
     1..k, then steps k+1..last, with the straight run's losses bit for bit."""
     recs = read_metrics(run_dir)
-    at = [i for i, r in enumerate(recs) if r.get("event") == "resume"]
+    at = [i for i, r in enumerate(recs) if r.get("event") == "resume" and "checkpoint" in r]
     check(len(at) == 1 and recs[at[0]]["step"] == k, f"{name}: one resume record, at step {k} ({[recs[i] for i in at]})")
     before = [r["step"] for r in recs[:at[0]] if "event" not in r] if at else []
     after = [r for r in recs[at[0] + 1:] if "event" not in r] if at else []
@@ -336,8 +336,8 @@ def second_signal(work):
     killed = step_losses(run_dir)
     weft(*train_args("llama-tiny.yaml", run_dir, f"train.steps={d + 1}", *sets[1:]))
     recs = read_metrics(run_dir)
-    at = max(i for i, r in enumerate(recs) if r.get("event") == "resume") if any(
-        r.get("event") == "resume" for r in recs) else None
+    at = max(i for i, r in enumerate(recs) if r.get("event") == "resume" and "checkpoint" in r) if any(
+        r.get("event") == "resume" and "checkpoint" in r for r in recs) else None
     after = [r for r in recs[at + 1:] if "event" not in r] if at is not None else []
     check(at is not None and recs[at]["step"] == d and [r["step"] for r in after] == [d + 1] and
           (d + 1 not in killed or after[0]["loss"] == killed[d + 1]),
@@ -416,7 +416,7 @@ def main():
     # (init_from only applies to a fresh checkpoint.dir).
     train("llama-tiny.yaml", tuned, "train.steps=3", "checkpoint.init_from=" + done)
     recs = read_metrics(tuned)
-    at = [i for i, r in enumerate(recs) if r.get("event") == "resume"]
+    at = [i for i, r in enumerate(recs) if r.get("event") == "resume" and "checkpoint" in r]
     after = [r["step"] for r in recs[at[0] + 1:] if "event" not in r] if at else []
     check(len(at) == 1 and recs[at[0]]["step"] == 2 and after == [3] and
           len([r for r in recs if r.get("event") == "init_from"]) == 1,

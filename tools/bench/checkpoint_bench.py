@@ -166,7 +166,7 @@ def measure_resume(build, run_dir, ckpt_dir, saved_step, a, prefix, rep):
     resident = drop_from_cache(files)
     sets = base_sets(a, prefix) + [f"train.steps={saved_step}", "checkpoint.dir=" + ckpt_dir, "checkpoint.interval=0"]
     rows = watched_train(build, run_dir, sets, f"resume repeat {rep}")
-    resumed = [r for r in rows if r.get("event") == "resume"]
+    resumed = [r for r in rows if r.get("event") == "resume" and "checkpoint" in r]
     if len(resumed) != 1 or resumed[0]["step"] != saved_step or step_rows(rows) or "load_ms" not in resumed[0]:
         sys.exit(f"resume repeat {rep}: expected one resume at step {saved_step} with load_ms and no step; got {rows}")
     return {"repeat": rep, "load_ms": resumed[0]["load_ms"], "bytes": sum(os.path.getsize(f) for f in files),

@@ -20,6 +20,7 @@
 #include "runtime/data/gpt_dataset.h"
 #include "runtime/data/preprocess.h"
 #include "runtime/data/tokenizer.h"
+#include "runtime/elastic/watchdog.h"
 #include "runtime/generate.h"
 #include "runtime/hf_convert.h"
 #include "runtime/job.h"
@@ -90,16 +91,17 @@ int cmd_train(const CliArgs& a) {
     // Refuse an impossible layout, or CPU workers whose state cannot fit in this host's memory
     // together, here, before any worker starts. (GPU workers check their own device.)
     cfg.validate();
-    const ParallelDims dims = validate_layout(a.nproc, cfg);
+    const ParallelDims dims = elastic_layout(a.nproc, cfg);  // ranks beyond it are spares
     if (cfg.device == "cpu") {
       std::vector<RankCoord> all;
-      for (int64_t r = 0; r < a.nproc; ++r) all.push_back(coord_of(dims, r));
+      for (int64_t r = 0; r < dims.world_size(); ++r) all.push_back(coord_of(dims, r));
       check_memory_fits(cfg, dims, all, at::Device(at::kCPU));
     }
     LaunchOptions launch;
     launch.nproc = a.nproc;
     launch.args = strip_nproc_flag(a.argv);
-    launch.label = dims.describe();
+    launch.label = dims.world_size() == a.nproc ? dims.describe()
+                                                : str(dims.describe(), " + ", a.nproc - dims.world_size(), " spare(s)");
     return launch_local_workers(launch);
   }
   const WorkerEnv env = worker_env_from_environment();
@@ -108,7 +110,9 @@ int cmd_train(const CliArgs& a) {
   g_trainer = &trainer;
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
+  Watchdog watchdog(cfg.fault, nullptr, (std::filesystem::path(cfg.run.dir) / "metrics.jsonl").string());
   trainer.run();
+  watchdog.stop(/*clean=*/true);
   g_trainer = nullptr;
   const auto st = trainer.status();
   std::printf("train: %s at step %lld, final loss %.4f\n", st.finished ? "finished" : "stopped",

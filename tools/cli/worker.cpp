@@ -13,13 +13,20 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
+#include <memory>
 #include <thread>
 #include <vector>
 
+#include <glog/logging.h>
+
 #include "core/error.h"
+#include "parallel/comm.h"
 #include "parallel/device.h"
+#include "core/progress.h"
 #include "parallel/topology.h"
+#include "runtime/elastic/watchdog.h"
 #include "runtime/job.h"
 #include "runtime/trainer.h"
 
@@ -90,29 +97,73 @@ int run_test_worker(const ParallelContext& ctx, const std::string& spec) {
   for (;;) pause();
 }
 
+// A rank beyond the layout (elastic_layout): joins the store so that rendezvous completes, then
+// waits for rank 0 to say the job is over. Leaving the spare idle (rather than exiting) keeps the
+// job's size what the launcher started, so torchrun treats it as one group; it restarts every
+// process, spares included, on the next membership change.
+int run_spare(const WorkerEnv& env, const ParallelDims& dims, std::chrono::milliseconds timeout) {
+  std::printf("rank %lld is a spare: WORLD_SIZE=%lld, training on the first %lld ranks as %s; waiting for "
+              "the job to end\n",
+              (long long)env.rank, (long long)env.world_size, (long long)dims.world_size(), dims.describe().c_str());
+  LOG(WARNING) << "rank " << env.rank << " is a spare (" << env.world_size << " processes, layout " << dims.describe() << ")";
+  StoreClient store(env, "spares/", timeout, /*member=*/true);
+  for (;;) {  // the store going away (rank 0 died) throws: the job failed, and so does this process
+    if (store.add(str("done_", env.world_size), 0) > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  store.add(str("acked_", env.world_size), 1);
+  return 0;
+}
+
+// Rank 0, at the end of a job with spares: releases them, and serves the store until they saw it.
+void release_spares(const WorkerEnv& env, const ParallelDims& dims, std::chrono::milliseconds timeout) {
+  const int64_t spares = env.world_size - dims.world_size();
+  if (spares <= 0 || env.rank != 0) return;
+  StoreClient store(env, "spares/", timeout);
+  store.add(str("done_", env.world_size), 1);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (store.add(str("acked_", env.world_size), 0) < spares && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+}
+
 }  // namespace
 
 int run_worker(const Config& cfg, const WorkerEnv& env, const std::function<int(const ParallelContext&)>& job) {
   // Lines reach the launcher (a pipe) as they are written, not when a 4 KiB buffer fills.
   setvbuf(stdout, nullptr, _IOLBF, 0);
   cfg.validate();
-  const ParallelDims dims = validate_layout(env.world_size, cfg);
+  // tp and pp from the config, dp from the processes there are (ranks beyond are spares).
+  const ParallelDims dims = elastic_layout(env.world_size, cfg);
+  const auto timeout = std::chrono::milliseconds(cfg.parallel.timeout_sec * 1000);
+  if (env.rank >= dims.world_size()) return run_spare(env, dims, timeout);
+  if (env.is_primary() && dims.world_size() < env.world_size)
+    LOG(WARNING) << "training on " << dims.world_size() << " of " << env.world_size << " processes as "
+                 << dims.describe() << "; ranks " << dims.world_size() << ".." << env.world_size - 1
+                 << " wait as spares (a usable layout needs a multiple of tp × pp whose dp divides "
+                 << "train.global_batch_size / train.micro_batch_size)";
   const at::Device device = select_device(cfg.device, static_cast<int>(env.local_rank));
   // Before rendezvous, so every rank checks before any allocates. CPU ranks on one host share its
   // memory: the local ranks are RANK - LOCAL_RANK ... (torchrun's contract).
   std::vector<RankCoord> sharing = {coord_of(dims, env.rank)};
   if (device.is_cpu())
     for (int64_t r = env.rank - env.local_rank; r < env.rank - env.local_rank + env.local_world_size; ++r)
-      if (r != env.rank && r >= 0 && r < env.world_size) sharing.push_back(coord_of(dims, r));
+      if (r != env.rank && r >= 0 && r < dims.world_size()) sharing.push_back(coord_of(dims, r));
   check_memory_fits(cfg, dims, sharing, device);
   ParallelContextOptions opts;
-  opts.timeout = std::chrono::seconds(cfg.parallel.timeout_sec);
+  opts.timeout = timeout;
   opts.backend = collective_backend(device);
-  const ParallelContext ctx(env, dims, opts);
+  std::unique_ptr<ParallelContext> ctx;
+  {
+    ProgressScope scope(OpKind::kStartup, "rendezvous and process groups");
+    ctx = std::make_unique<ParallelContext>(env, dims, opts);
+  }
   if (const char* spec = std::getenv("WEFT_TEST_WORKER"); spec && *spec)
-    return run_test_worker(ctx, spec);
-  const int rc = job(ctx);
-  barrier(ctx.world());  // nobody tears its connections down while a peer still uses them
+    return run_test_worker(*ctx, spec);
+  Watchdog watchdog(cfg.fault, ctx.get(), (std::filesystem::path(cfg.run.dir) / "metrics.jsonl").string());
+  const int rc = job(*ctx);
+  barrier(ctx->world());  // nobody tears its connections down while a peer still uses them
+  watchdog.stop(/*clean=*/true);
+  release_spares(env, dims, timeout);
   return rc;
 }
 

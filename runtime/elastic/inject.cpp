@@ -1,0 +1,57 @@
+#include "runtime/elastic/inject.h"
+
+#include <glog/logging.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/fileio.h"
+#include "core/progress.h"
+
+namespace weft {
+
+FaultInjector::FaultInjector(const FaultConfig& cfg, int64_t rank, int64_t restart_count, std::string run_dir)
+    : cfg_(cfg), rank_(rank), marker_((std::filesystem::path(run_dir) / ".weft_fault_fired").string()) {
+  const bool any = cfg_.kill_step > 0 || cfg_.hang_step > 0 || cfg_.slow_rank >= 0 || cfg_.nan_step > 0 ||
+                   cfg_.kill_during_checkpoint > 0;
+  if (!any) return;
+  std::error_code ec;
+  armed_ = restart_count == 0 && !std::filesystem::exists(marker_, ec);
+  LOG(WARNING) << "fault injection " << (armed_ ? "armed" : "disarmed (it fired in an earlier attempt: ")
+               << (armed_ ? "" : marker_) << (armed_ ? "" : ")");
+}
+
+void FaultInjector::mark_fired(const char* what) {
+  LOG(WARNING) << "fault injection: rank " << rank_ << ": " << what;
+  try {
+    write_file_atomic(marker_, str(what, "\n"));
+  } catch (const std::exception& e) {
+    LOG(ERROR) << "fault injection: cannot write " << marker_ << ": " << e.what();
+  }
+}
+
+void FaultInjector::at_step(int64_t step) {
+  if (!armed_) return;
+  if (cfg_.kill_rank == rank_ && cfg_.kill_step == step) {
+    mark_fired(str("fault.kill_rank: SIGKILL in step ", step).c_str());
+    google::FlushLogFiles(google::GLOG_INFO);
+    ::kill(::getpid(), SIGKILL);
+  }
+  if (cfg_.hang_rank == rank_ && cfg_.hang_step == step) {
+    mark_fired(str("fault.hang_rank: hangs in step ", step).c_str());
+    ProgressScope scope(OpKind::kCompute, "forward (fault.hang_rank: an injected hang)");
+    for (;;) ::pause();
+  }
+}
+
+bool FaultInjector::nan_at(int64_t step) {
+  if (!armed_ || nan_done_ || cfg_.nan_step == 0) return false;
+  const bool hit = step >= cfg_.nan_step && step < cfg_.nan_step + cfg_.nan_count;
+  if (hit && step == cfg_.nan_step && rank_ == 0) mark_fired(str("fault.nan_step: NaN loss from step ", step).c_str());
+  if (step >= cfg_.nan_step + cfg_.nan_count - 1) nan_done_ = hit ? nan_done_ : true;
+  return hit;
+}
+
+}  // namespace weft

@@ -1,0 +1,43 @@
+// Faults injected on purpose, for tests and fire drills (config fault.kill_*, hang_*, slow_*,
+// nan_*, kill_during_checkpoint). Inert unless configured. An injected fault fires once per job:
+// only in the first attempt (TORCHELASTIC_RESTART_COUNT 0) and only if no earlier run in this
+// run.dir fired one (the marker file run.dir/.weft_fault_fired, written just before firing), so
+// a restarted or re-run job can finish.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/config.h"
+
+namespace weft {
+
+// Thread safety: for the training thread.
+class FaultInjector {
+ public:
+  // `rank`: this process's global rank; `restart_count`: TORCHELASTIC_RESTART_COUNT.
+  FaultInjector(const FaultConfig& cfg, int64_t rank, int64_t restart_count, std::string run_dir);
+
+  bool armed() const { return armed_; }
+  // Called as step `step` (1-based) begins: SIGKILLs this process (kill_rank/kill_step) or never
+  // returns, leaving the progress watchdog to notice (hang_rank/hang_step).
+  void at_step(int64_t step);
+  // Milliseconds this rank sleeps in each step's compute (slow_rank/slow_ms).
+  double slow_ms() const { return armed_ && cfg_.slow_rank == rank_ ? cfg_.slow_ms : 0; }
+  // Whether step `step`'s loss is replaced by NaN (nan_step .. nan_step + nan_count - 1), on
+  // every rank alike. After disarm_nan() never again (a rollback replays those steps).
+  bool nan_at(int64_t step);
+  void disarm_nan() { nan_done_ = true; }
+  // The step whose checkpoint write kills rank max(kill_rank, 0), or 0.
+  int64_t kill_during_checkpoint() const { return armed_ ? cfg_.kill_during_checkpoint : 0; }
+  // Writes the marker (before a fault fires).
+  void mark_fired(const char* what);
+
+ private:
+  FaultConfig cfg_;
+  int64_t rank_;
+  std::string marker_;
+  bool armed_ = false, nan_done_ = false;
+};
+
+}  // namespace weft
