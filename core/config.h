@@ -133,7 +133,7 @@ struct ParallelConfig {
 struct FaultConfig {
   double hang_timeout_s = 600;       // no progress for this long: log the rank and operation, exit; 0 = off
   double heartbeat_interval_s = 1;   // store heartbeat period of each rank (multi-rank); 0 = off
-  double heartbeat_timeout_s = 15;   // a peer silent this long is dead or cut off: exit
+  double heartbeat_timeout_s = 10;   // a peer silent this long is dead or cut off: exit
   int64_t max_bad_steps = 3;         // consecutive non-finite steps before rolling back; 0 = only skip
   int64_t straggler_interval = 20;   // steps between straggler checks (multi-rank); 0 = off
   double straggler_factor = 1.5;     // a rank whose compute time exceeds this x the median

@@ -139,10 +139,14 @@ std::shared_ptr<::gloo::transport::Device> make_gloo_device(const WorkerEnv& env
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
-// `extra_client`: a further connection of a rank that already joined (never the server, waits
-// for nobody).
-c10::intrusive_ptr<c10d::Store> connect_store(const WorkerEnv& env, std::chrono::milliseconds timeout,
-                                              bool extra_client = false) {
+struct Connected {
+  c10::intrusive_ptr<c10d::Store> tcp;
+  std::string root;  // this round's key prefix ("" for a further connection: the caller names keys)
+};
+
+// `extra_client`: a further connection of a process that already joined (never the server, waits
+// for nobody, counts no join).
+Connected connect_store(const WorkerEnv& env, std::chrono::milliseconds timeout, bool extra_client = false) {
   c10d::TCPStoreOptions o;
   o.port = static_cast<uint16_t>(env.master_port);
   o.isServer = env.rank == 0 && !env.use_agent_store && !extra_client;
@@ -154,18 +158,26 @@ c10::intrusive_ptr<c10d::Store> connect_store(const WorkerEnv& env, std::chrono:
           env.master_port, o.isServer ? " (served by this rank)" : "");
   auto tcp = rethrow_as_weft(
       what, timeout, [&] { return c10::make_intrusive<c10d::TCPStore>(env.master_addr, o); });
-  // Keys of one attempt never meet those of an earlier attempt on a store that outlives it.
-  const std::string root = env.use_agent_store ? str("/worker/attempt_", env.restart_count)
-                                               : str("weft/attempt_", env.restart_count);
-  return c10::make_intrusive<c10d::PrefixStore>(root, tcp);
+  if (extra_client) return {tcp, ""};
+  // A store rank 0 serves is new with every round of the job. torchrun's agent store outlives
+  // rounds, and TORCHELASTIC_RESTART_COUNT cannot name them: each agent counts its own restarts
+  // (a node that joins later starts at 0) and a membership change counts none. So the rounds are
+  // numbered by joins: every process of a round joins once, before any of the next round (torchrun
+  // starts a round only after stopping the last one). A process that dies before joining leaves
+  // that round's count short; its peers then time out at rendezvous (parallel.timeout_sec).
+  if (!env.use_agent_store) return {tcp, "weft"};
+  const int64_t joined = rethrow_as_weft(what, timeout, [&] { return tcp->add("weft/joins", 1); });
+  return {tcp, str("weft/round_", (joined - 1) / env.world_size)};
 }
 
 }  // namespace
 
 StoreClient::StoreClient(const WorkerEnv& env, const std::string& prefix, std::chrono::milliseconds timeout, bool member)
     : timeout_(timeout), what_(str("rank ", env.rank, ": store key under '", prefix, "'")) {
-  // (The prefix normally begins with ParallelContext::session().)
-  store_ = c10::make_intrusive<c10d::PrefixStore>(prefix, connect_store(env, timeout, /*extra_client=*/!member));
+  // A member's keys are under its round's root; a further connection's under the caller's prefix,
+  // which begins with ParallelContext::session() or store_root().
+  const Connected c = connect_store(env, timeout, /*extra_client=*/!member);
+  store_ = c10::make_intrusive<c10d::PrefixStore>(c.root.empty() ? prefix : c.root + "/" + prefix, c.tcp);
 }
 
 StoreClient::~StoreClient() = default;
@@ -278,7 +290,9 @@ ParallelContext::ParallelContext(const WorkerEnv& env, const ParallelDims& dims,
   std::shared_ptr<::gloo::transport::Device> device;
   // Every process of the job, spares included, joins the store; only the layout's ranks form groups.
   if (env_.world_size > 1) {
-    store_ = connect_store(env_, timeout);
+    const Connected c = connect_store(env_, timeout);
+    root_ = c.root;
+    store_ = c10::make_intrusive<c10d::PrefixStore>(root_, c.tcp);
     device = rethrow_as_weft(str("rank ", env_.rank, ": opening a Gloo device"), timeout,
                              [&] { return make_gloo_device(env_); });
   }
@@ -334,7 +348,7 @@ ParallelContext::ParallelContext(const WorkerEnv& env, const ParallelDims& dims,
   at::Tensor nonce = at::zeros({1}, at::kLong);
   if (env_.rank == 0) nonce[0] = int64_t(std::random_device{}() >> 1) << 31 ^ int64_t(std::random_device{}());
   if (world().size() > 1) broadcast(world(), nonce, 0);
-  session_ = str("s", nonce.item<int64_t>(), "/");
+  session_ = str(root_, "/s", nonce.item<int64_t>(), "/");
 }
 
 ParallelContext::~ParallelContext() = default;

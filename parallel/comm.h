@@ -133,7 +133,10 @@ class ParallelContext {
   int64_t rank() const { return env_.rank; }
   // The ranks of the layout (dims().world_size()); WORLD_SIZE may hold spares beyond them.
   int64_t world_size() const { return dims_.world_size(); }
-  // A name unique to this round of the job ("s<random>/"), to begin StoreClient prefixes with.
+  // This round's key prefix in the store ("weft" or "weft/round_<n>"; "" for a world of one), and
+  // a name unique to this job's round ("<root>/s<random>/") for StoreClient prefixes of the ranks
+  // in the layout (spares are not in it; they meet rank 0 under store_root()).
+  const std::string& store_root() const { return root_; }
   const std::string& session() const { return session_; }
   // The hook for "only rank 0 prints progress and writes metrics".
   bool is_primary() const { return env_.is_primary(); }
@@ -161,7 +164,7 @@ class ParallelContext {
   ParallelContextOptions options_;
   c10::intrusive_ptr<c10d::Store> store_;
   std::vector<Group> groups_;  // indexed by GroupKind
-  std::string session_;
+  std::string root_, session_;
 };
 
 // A further connection to the job's rendezvous store, with keys under `prefix` (within this
@@ -170,8 +173,9 @@ class ParallelContext {
 // Errors (timeout, store gone because rank 0 died) throw a one-line weft::Error naming the key.
 class StoreClient {
  public:
-  // `member`: this is the process's own connection, counted by a rank-0 store waiting for
-  // WORLD_SIZE processes (a spare's); otherwise a further one.
+  // `member`: this is the process's own connection (a spare's): it joins the store like a
+  // ParallelContext does and its keys are under its round's root + "/" + prefix. Otherwise a
+  // further connection, with keys under `prefix` as given (begin it with session()/store_root()).
   StoreClient(const WorkerEnv& env, const std::string& prefix, std::chrono::milliseconds timeout, bool member = false);
   ~StoreClient();
   void set(const std::string& key, const std::string& value);

@@ -79,7 +79,9 @@ void Watchdog::loop() {
       if (cv_.wait_for(lock, tick, [&] { return stopping_; })) return;
     }
     const int64_t now = monotonic_ns();
-    if (hang_ns > 0) {
+    // Start-up (before the first step: rendezvous, loading, a first data index build) is bounded
+    // by parallel.timeout_sec instead; a one-time index build may rightly take long.
+    if (hang_ns > 0 && progress_state().step > 0) {
       const ProgressState st = progress_state();
       const int64_t last = std::max(st.last_change_ns, start_ns_);
       if (now - last > hang_ns) {

@@ -2,8 +2,9 @@
 // Kubernetes, `weft train --nproc`) restarts the job from its newest checkpoint in seconds rather
 // than after a collective timeout. One background thread per worker:
 //  * Hang watchdog (fault.hang_timeout_s): the training thread marks what it is doing with
-//    ProgressScope (core/progress.h); when one operation lasts longer than the timeout, the rank
-//    names itself, the operation (collective, p2p, data, checkpoint, compute) and the step.
+//    ProgressScope (core/progress.h); from the first step on, when one operation lasts longer than
+//    the timeout, the rank names itself, the operation (collective, p2p, data, checkpoint, compute)
+//    and the step. (Start-up is bounded by the rendezvous timeout, parallel.timeout_sec.)
 //  * Heartbeats (fault.heartbeat_interval_s, multi-rank only): each rank bumps a counter in the
 //    job's c10d store (its own connection) and watches the next rank's, so a peer that dies or is
 //    cut off without closing its sockets is noticed within fault.heartbeat_timeout_s even while

@@ -116,10 +116,11 @@ int run_spare(const WorkerEnv& env, const ParallelDims& dims, std::chrono::milli
 }
 
 // Rank 0, at the end of a job with spares: releases them, and serves the store until they saw it.
-void release_spares(const WorkerEnv& env, const ParallelDims& dims, std::chrono::milliseconds timeout) {
-  const int64_t spares = env.world_size - dims.world_size();
+void release_spares(const ParallelContext& ctx, std::chrono::milliseconds timeout) {
+  const WorkerEnv& env = ctx.env();
+  const int64_t spares = env.world_size - ctx.world_size();
   if (spares <= 0 || env.rank != 0) return;
-  StoreClient store(env, "spares/", timeout);
+  StoreClient store(env, ctx.store_root() + "/spares/", timeout);
   store.add(str("done_", env.world_size), 1);
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (store.add(str("acked_", env.world_size), 0) < spares && std::chrono::steady_clock::now() < until)
@@ -163,7 +164,7 @@ int run_worker(const Config& cfg, const WorkerEnv& env, const std::function<int(
   const int rc = job(*ctx);
   barrier(ctx->world());  // nobody tears its connections down while a peer still uses them
   watchdog.stop(/*clean=*/true);
-  release_spares(env, dims, timeout);
+  release_spares(*ctx, timeout);
   return rc;
 }
 
