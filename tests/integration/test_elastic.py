@@ -261,7 +261,7 @@ def compare(name, cluster, ref, steps, rel=None, abs_tol=None):
 
 
 def resumes(cluster):
-    return [{k: r.get(k) for k in ("step", "world_size", "dp", "seconds")} for r in cluster.events("resume")]
+    return [{k: r.get(k) for k in ("step", "world_size", "dp", "spares", "seconds")} for r in cluster.events("resume")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,8 +353,8 @@ def scenario_spare():
         ok = expect(codes == [0], f"c: a world of 5 with tp=2 finishes with exit 0 ({codes})")
         expect(len(spare) >= 1, f"c: the fifth rank logs that it is spare ({spare[:2]})")
         rs = resumes(c)
-        expect(rs and rs[0]["world_size"] in (4, 5) and rs[0]["dp"] == 2,
-               f"c: the start record says dp 2 ({rs})")
+        expect(rs and rs[0]["world_size"] == 4 and rs[0]["dp"] == 2 and rs[0]["spares"] == 1,
+               f"c: the start record says world_size 4, dp 2, spares 1 ({rs})")
         compare("c", c, ref, steps, abs_tol=1e-6)
         if not ok:
             c.dump(20)
