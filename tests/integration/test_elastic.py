@@ -215,7 +215,9 @@ def measure(cluster, name, t_fail):
     lines = [(t, l) for t, _, l in cluster.snapshot() if t >= t_fail]
     detect = next((t - t_fail for t, l in lines if DETECTED.search(l)), None)
     steps = cluster.steps()
-    before = [s for t, s in steps if t < t_fail]
+    # Steps completed until the failure was noticed (a joining node is noticed seconds after it
+    # starts, and training goes on meanwhile).
+    before = [s for t, s in steps if t <= t_fail + (detect or 0)]
     # The first progress line after the failure was reported is the recovered job's.
     after = [(t, s) for t, s in steps if t > t_fail + (detect or 0)]
     recovered = after[0][0] - t_fail if after else None
