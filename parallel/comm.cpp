@@ -139,14 +139,72 @@ std::shared_ptr<::gloo::transport::Device> make_gloo_device(const WorkerEnv& env
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
+// Rank 0's proof that the round it opened in a shared store is alive: a counter it bumps every
+// 50 ms, over a connection of its own (a blocking wait on the main one holds that connection).
+class RoundBeacon {
+ public:
+  RoundBeacon(c10::intrusive_ptr<c10d::Store> store, std::string key)
+      : thread_([this, store, key] {
+          while (!stop_.load()) {
+            try {
+              store->add(key, 1);
+            } catch (const std::exception&) {
+              return;  // the store is gone: the job is failing anyway
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+        }) {}
+  ~RoundBeacon() {
+    stop_.store(true);
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 struct Connected {
   c10::intrusive_ptr<c10d::Store> tcp;
   std::string root;  // this round's key prefix ("" for a further connection: the caller names keys)
+  std::shared_ptr<RoundBeacon> beacon;  // rank 0 in a shared store: keep while others may join
 };
 
+Connected connect_store(const WorkerEnv& env, std::chrono::milliseconds timeout, bool extra_client);
+
+// torchrun's agent store outlives the rounds of an elastic job and still holds an earlier round's
+// keys, and TORCHELASTIC_RESTART_COUNT cannot name the rounds: each agent counts its own restarts
+// (a node that joins later starts at 0) and a membership change counts none. So rank 0 opens a
+// generation (a counter in the store) and proves it alive with a beacon; every other process takes
+// the newest generation whose beacon it sees moving. torchrun stops every worker of a round before
+// it starts the next, so the only live beacon is this round's rank 0's.
+Connected join_shared_round(const WorkerEnv& env, c10::intrusive_ptr<c10d::Store> tcp, std::chrono::milliseconds timeout,
+                            const std::string& what) {
+  auto alive = [](int64_t gen) { return str("weft/generation_", gen, "/alive"); };
+  if (env.rank == 0) {
+    const int64_t gen = rethrow_as_weft(what, timeout, [&] { return tcp->add("weft/generation", 1); });
+    auto beacon = std::make_shared<RoundBeacon>(connect_store(env, timeout, /*extra_client=*/true).tcp, alive(gen));
+    return {tcp, str("weft/round_", gen), beacon};
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const int64_t gen = rethrow_as_weft(what, timeout, [&] { return tcp->add("weft/generation", 0); });
+    if (gen > 0) {
+      const int64_t before = rethrow_as_weft(what, timeout, [&] { return tcp->add(alive(gen), 0); });
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      if (rethrow_as_weft(what, timeout, [&] { return tcp->add(alive(gen), 0); }) > before)
+        return {tcp, str("weft/round_", gen), nullptr};
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    WEFT_CHECK(std::chrono::steady_clock::now() < deadline, what, " failed: rank 0 of this round did not open it within ",
+               timeout.count() / 1000, " s (parallel.timeout_sec); see rank 0's log");
+  }
+}
+
 // `extra_client`: a further connection of a process that already joined (never the server, waits
-// for nobody, counts no join).
-Connected connect_store(const WorkerEnv& env, std::chrono::milliseconds timeout, bool extra_client = false) {
+// for nobody, opens or looks for no round).
+Connected connect_store(const WorkerEnv& env, std::chrono::milliseconds timeout, bool extra_client) {
   c10d::TCPStoreOptions o;
   o.port = static_cast<uint16_t>(env.master_port);
   o.isServer = env.rank == 0 && !env.use_agent_store && !extra_client;
@@ -158,16 +216,10 @@ Connected connect_store(const WorkerEnv& env, std::chrono::milliseconds timeout,
           env.master_port, o.isServer ? " (served by this rank)" : "");
   auto tcp = rethrow_as_weft(
       what, timeout, [&] { return c10::make_intrusive<c10d::TCPStore>(env.master_addr, o); });
-  if (extra_client) return {tcp, ""};
-  // A store rank 0 serves is new with every round of the job. torchrun's agent store outlives
-  // rounds, and TORCHELASTIC_RESTART_COUNT cannot name them: each agent counts its own restarts
-  // (a node that joins later starts at 0) and a membership change counts none. So the rounds are
-  // numbered by joins: every process of a round joins once, before any of the next round (torchrun
-  // starts a round only after stopping the last one). A process that dies before joining leaves
-  // that round's count short; its peers then time out at rendezvous (parallel.timeout_sec).
-  if (!env.use_agent_store) return {tcp, "weft"};
-  const int64_t joined = rethrow_as_weft(what, timeout, [&] { return tcp->add("weft/joins", 1); });
-  return {tcp, str("weft/round_", (joined - 1) / env.world_size)};
+  if (extra_client) return {tcp, "", nullptr};
+  // A store rank 0 serves is new with every round of the job.
+  if (!env.use_agent_store) return {tcp, "weft", nullptr};
+  return join_shared_round(env, tcp, timeout, what);
 }
 
 }  // namespace
@@ -290,8 +342,9 @@ ParallelContext::ParallelContext(const WorkerEnv& env, const ParallelDims& dims,
   std::shared_ptr<::gloo::transport::Device> device;
   // Every process of the job, spares included, joins the store; only the layout's ranks form groups.
   if (env_.world_size > 1) {
-    const Connected c = connect_store(env_, timeout);
+    const Connected c = connect_store(env_, timeout, /*extra_client=*/false);
     root_ = c.root;
+    beacon_ = c.beacon;
     store_ = c10::make_intrusive<c10d::PrefixStore>(root_, c.tcp);
     device = rethrow_as_weft(str("rank ", env_.rank, ": opening a Gloo device"), timeout,
                              [&] { return make_gloo_device(env_); });

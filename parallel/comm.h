@@ -165,6 +165,7 @@ class ParallelContext {
   c10::intrusive_ptr<c10d::Store> store_;
   std::vector<Group> groups_;  // indexed by GroupKind
   std::string root_, session_;
+  std::shared_ptr<void> beacon_;  // rank 0 in torchrun's shared store: proves this round alive
 };
 
 // A further connection to the job's rendezvous store, with keys under `prefix` (within this

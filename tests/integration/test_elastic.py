@@ -13,6 +13,8 @@ outside. Scenarios (each bounded in time; everything it started is killed when i
      namespace joined to a bridge): a peer detects it (a fault record), the others go on without
      it (world_size 2) and finish. Where network namespaces cannot be made, it prints
      "NOT RUN" with the reason and counts as a failure, not a pass.
+  e. as b's node kill, under torchrun's default shared store (the agent's store outlives rounds
+     and keeps their keys): the other two go on with dp 2 and finish.
 For each failure the script prints seconds from the failure to its detection (the first output
 line that reports it), from the failure to the first completed step after recovery, and the steps
 of work lost (last step completed before recovery minus the step resumed from).
@@ -57,8 +59,8 @@ class Cluster:
     arrive, and the job's metrics.jsonl. Every process it started carries `marker` (the run
     directory) in its command line, so close() can find and kill them all."""
 
-    def __init__(self, name, sets, nnodes, nproc_per_node=1, netns=None, max_restarts=3):
-        self.name = name
+    def __init__(self, name, sets, nnodes, nproc_per_node=1, netns=None, max_restarts=3, shared_store=False):
+        self.name, self.shared_store = name, shared_store
         self.run_dir = os.path.join(WORK, f"{name}-{uuid.uuid4().hex[:8]}")
         self.sets = [f"run.dir={self.run_dir}", f"data.prefix={PREFIX}", *sets]
         self.nnodes, self.nproc, self.netns, self.max_restarts = nnodes, nproc_per_node, netns, max_restarts
@@ -83,7 +85,8 @@ class Cluster:
         # The agents' shared worker store deadlocks a node that joins a running job (it waits for
         # a MASTER_ADDR the rank-0 agent, already bootstrapped, never publishes in the new round);
         # without sharing, each round's rank 0 worker serves a fresh store on a free port.
-        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+        # Scenario e keeps torchrun's default (shared) for a shrink, which works either way.
+        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "0" if self.shared_store else "1"
         if self.netns:
             args = ["ip", "netns", "exec", self.netns.ns(i), *args, f"--local-addr={self.netns.addr(i)}"]
             env["GLOO_SOCKET_IFNAME"] = "eth0"
@@ -342,6 +345,39 @@ def scenario_shrink_grow():
         c.close()
 
 
+def scenario_shrink_shared_store():
+    """e. torchrun's default shared store: 3 nodes, one killed -> the other two go on (dp 2)."""
+    steps, interval = 300, 20
+    sets = [f"train.steps={steps}", f"optim.decay_steps={steps}", f"checkpoint.interval={interval}",
+            "train.global_batch_size=12", "train.micro_batch_size=2", "parallel.timeout_sec=30"]
+    ref = reference("e", 3, sets, steps)
+    c = Cluster("e-shared-store", sets, nnodes="2:3", shared_store=True)
+    try:
+        for _ in range(3):
+            c.start_node()
+        if not c.wait_step(60):
+            return c.dump()
+        victim = c.victim([1, 2])
+        if victim is None:
+            return c.dump()
+        before = len(c.events("resume"))
+        t = c.kill_node(victim)
+        if not c.wait_recovered("trains again on 2 nodes (shared store)", t, before):
+            return c.dump()
+        measure(c, "e. node killed, shared store (3 -> 2 nodes)", t)
+        codes = c.finish()
+        alive = [code for i, code in enumerate(codes) if i != victim]
+        expect(alive == [0, 0], f"e: the two live agents finish with exit 0 ({codes}, node {victim} killed)")
+        rs = resumes(c)
+        expect(any(r["world_size"] == 2 and r["dp"] == 2 for r in rs),
+               f"e: a resume record with world_size 2 and dp 2 after the kill ({rs})")
+        compare("e", c, ref, steps, rel=0.02)
+        if alive != [0, 0]:
+            c.dump()
+    finally:
+        c.close()
+
+
 def scenario_spare():
     """c. a world of 5 with tp x pp = 2: 4 train, 1 spare."""
     steps = 20
@@ -475,13 +511,14 @@ def scenario_cut_off():
 
 
 SUMMARY = []
-SCENARIOS = {"a": scenario_kill_worker, "b": scenario_shrink_grow, "c": scenario_spare, "d": scenario_cut_off}
+SCENARIOS = {"a": scenario_kill_worker, "b": scenario_shrink_grow, "c": scenario_spare, "d": scenario_cut_off,
+             "e": scenario_shrink_shared_store}
 
 
 def main():
     global PREFIX
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="a,b,c,d", help="comma-separated scenarios")
+    parser.add_argument("--only", default="a,b,c,d,e", help="comma-separated scenarios")
     chosen = parser.parse_args().only.split(",")
     PREFIX = make_dataset(WORK, documents=200)
     start = time.monotonic()
