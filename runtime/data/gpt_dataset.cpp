@@ -111,27 +111,28 @@ std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch) {
 void SampleSource::get_loss_mask(int64_t, int64_t* out) const { std::fill(out, out + seq_len() + 1, 1); }
 
 GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTDatasetOptions& options,
-                       std::shared_ptr<const IndexedDataset> loss_mask)
-    : data_(std::move(data)), loss_mask_(std::move(loss_mask)), options_(options) {
+                       std::shared_ptr<const IndexedDataset> loss_mask, std::shared_ptr<DataCache> cache)
+    : data_(std::move(data)), loss_mask_(std::move(loss_mask)),
+      cache_(cache ? std::move(cache) : DataCache::in_memory()), options_(options) {
   WEFT_CHECK(data_ != nullptr, "GPTDataset needs a dataset");
-  if (loss_mask_) {
-    bool same = loss_mask_->num_sequences() == data_->num_sequences();
-    for (int64_t s = 0; same && s < data_->num_sequences(); ++s)
-      same = loss_mask_->sequence_length(s) == data_->sequence_length(s);
-    WEFT_CHECK(same, "loss mask ", loss_mask_->prefix(), " does not have the sequence lengths of dataset ",
-               data_->prefix(), "; write both from the same documents");
-  }
+  if (loss_mask_) check_loss_mask();
   WEFT_CHECK(options_.seq_len >= 1, "train.seq_len must be >= 1, got ", options_.seq_len);
   const int64_t docs = data_->num_documents();
   std::tie(doc_begin_, doc_end_) = split_documents(options_.split, options_.which, docs);
   seq_begin_ = data_->document_index(doc_begin_);
   const int64_t seq_end = data_->document_index(doc_end_);
 
-  cumulative_.resize(static_cast<size_t>(seq_end - seq_begin_ + 1));
-  cumulative_[0] = 0;
-  for (int64_t s = seq_begin_; s < seq_end; ++s) {
-    cumulative_[s - seq_begin_ + 1] = cumulative_[s - seq_begin_] + data_->sequence_length(s);
-  }
+  // The key names everything the offsets depend on: the files (their lengths) and the range.
+  const std::string range = str(doc_begin_, "-", doc_end_);
+  cumulative_ = cache_->get(
+      "offsets-" + range, str("token offsets of documents ", range, " of ", data_->stamp()), seq_end - seq_begin_ + 1,
+      [&] {
+        std::vector<int64_t> c(static_cast<size_t>(seq_end - seq_begin_ + 1), 0);
+        for (int64_t s = seq_begin_; s < seq_end; ++s)
+          c[s - seq_begin_ + 1] = c[s - seq_begin_] + data_->sequence_length(s);
+        return c;
+      },
+      str("token offsets of ", seq_end - seq_begin_, " sequences"));
   const int64_t tokens = cumulative_.back();
   WEFT_CHECK(tokens >= options_.seq_len + 1, "dataset ", data_->prefix(), ": the ",
              part_name(options_.which), " part of data.split \"", options_.split, "\" (documents [",
@@ -141,13 +142,32 @@ GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTData
   num_samples_ = (tokens - 1) / options_.seq_len;
 }
 
-std::shared_ptr<const std::vector<int64_t>> GPTDataset::permutation(int64_t epoch) const {
+void GPTDataset::check_loss_mask() const {
+  const int64_t n = data_->num_sequences();
+  cache_->get(
+      "loss_mask_lengths", str("sequence lengths of ", data_->stamp(), " and of its loss mask ", loss_mask_->stamp()), 1,
+      [&] {
+        bool same = loss_mask_->num_sequences() == n;
+        for (int64_t s = 0; same && s < n; ++s) same = loss_mask_->sequence_length(s) == data_->sequence_length(s);
+        WEFT_CHECK(same, "loss mask ", loss_mask_->prefix(), " does not have the sequence lengths of dataset ",
+                   data_->prefix(), "; write both from the same documents");
+        return std::vector<int64_t>{1};
+      },
+      str("loss-mask lengths of ", n, " sequences"));
+}
+
+Int64Array GPTDataset::permutation(int64_t epoch) const {
   std::lock_guard<std::mutex> lock(mutex_);
   for (const auto& entry : perms_) {
     if (entry.first == epoch) return entry.second;
   }
-  auto perm = std::make_shared<const std::vector<int64_t>>(
-      shuffled_indices(num_samples_, options_.seed, epoch));
+  // A pure function of (n, seed, epoch); the key carries the algorithm's version, to be bumped
+  // if shuffled_indices ever changes.
+  const std::string name = str("shuffle-n", num_samples_, "-seed", options_.seed, "-epoch", epoch);
+  Int64Array perm = cache_->get(
+      name, "shuffled_indices v1 " + name, num_samples_,
+      [&] { return shuffled_indices(num_samples_, options_.seed, epoch); },
+      str("shuffle of ", num_samples_, " samples for epoch ", epoch));
   if (perms_.size() == kCachedEpochs) perms_.erase(perms_.begin());
   perms_.emplace_back(epoch, perm);
   return perm;
@@ -157,7 +177,7 @@ int64_t GPTDataset::sample_for(int64_t index) const {
   WEFT_CHECK(index >= 0, data_->prefix(), ": negative sample index ", index);
   const int64_t epoch = index / num_samples_, pos = index % num_samples_;
   if (!options_.shuffle) return pos;
-  return (*permutation(epoch))[pos];
+  return permutation(epoch)[pos];
 }
 
 void GPTDataset::read_stream(const IndexedDataset& from, int64_t start, int64_t count, int64_t* out) const {
@@ -305,8 +325,23 @@ MicroBatch make_micro_batch(const SampleSource& source, int64_t first, int64_t c
 }
 
 namespace {
-std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, int64_t vocab) {
-  auto data = std::make_shared<const IndexedDataset>(prefix);
+// PREFIX with its O(sequences) checks and token scan done once and then read from `cache`.
+std::shared_ptr<const IndexedDataset> open_indexed(const std::string& prefix, DataCache& cache,
+                                                   const std::string& name) {
+  auto data = std::make_shared<IndexedDataset>(prefix, IndexedDataset::Checks::kDeferred);
+  Int64Array s = cache.get(
+      name, "checks and token range of " + data->stamp(), 3,
+      [&] {
+        const auto sum = data->check_all();
+        return std::vector<int64_t>{sum.num_tokens, sum.min_token, sum.max_token};
+      },
+      str("checks and token range of ", data->num_sequences(), " sequences"));
+  data->trust({s[0], s[1], s[2]});
+  return data;
+}
+
+std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, DataCache& cache, int64_t vocab) {
+  auto data = open_indexed(prefix, cache, "tokens");
   WEFT_CHECK(data->num_tokens() == 0 || (data->min_token() >= 0 && data->max_token() < vocab),
              "dataset ", prefix, " has token ids in [", data->min_token(), ", ", data->max_token(),
              "] but model.vocab_size is ", vocab,
@@ -318,19 +353,20 @@ std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, in
 // PREFIX, with its loss mask PREFIX.loss_mask when that exists.
 std::shared_ptr<GPTDataset> open_gpt_dataset(const std::string& prefix, const GPTDatasetOptions& options,
                                              int64_t vocab_size) {
+  auto cache = DataCache::for_dataset(prefix, options.cache_dir);
   std::shared_ptr<const IndexedDataset> mask;
   const std::string mask_prefix = prefix + ".loss_mask";
   const bool idx = std::filesystem::exists(mask_prefix + ".idx"), bin = std::filesystem::exists(mask_prefix + ".bin");
   WEFT_CHECK(idx == bin, "loss mask ", mask_prefix, ": ", idx ? ".idx" : ".bin", " exists without its ",
              idx ? ".bin" : ".idx", "; write both (an indexed dataset with the sequence lengths of ", prefix, ")");
   if (idx) {
-    mask = std::make_shared<const IndexedDataset>(mask_prefix);
+    mask = open_indexed(mask_prefix, *cache, "loss_mask_tokens");
     // Float values would be truncated toward zero: 0.5 would silently mask a token out.
     const int code = mask->dtype_code();
     WEFT_CHECK(code != 6 && code != 7, "loss mask ", mask_prefix, " holds floating-point values (dtype code ",
                code, "); write it with an integer dtype (uint8: 1 = a target, 0 = not)");
   }
-  return std::make_shared<GPTDataset>(open_checked(prefix, vocab_size), options, std::move(mask));
+  return std::make_shared<GPTDataset>(open_checked(prefix, *cache, vocab_size), options, std::move(mask), cache);
 }
 }  // namespace
 
