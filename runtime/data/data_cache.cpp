@@ -109,12 +109,15 @@ std::optional<Int64Array> try_read(const std::string& path, const std::string& k
   if (header.compare(kFixedHeader, fields[1], key) != 0 || fields[1] != key.size())
     return why = "stale (built for other dataset files or options)", std::nullopt;
   const uint64_t n = fields[2];
-  if (n != static_cast<uint64_t>(count) || (size - header.size()) / 8 != n || (size - header.size()) % 8 != 0)
-    return why = str("damaged (", size, " bytes for ", n, " values; expected ", count, " values)"), std::nullopt;
+  if (n != static_cast<uint64_t>(count))
+    return why = str("damaged (", n, " values where ", count, " belong)"), std::nullopt;
+  if ((size - header.size()) / 8 != n || (size - header.size()) % 8 != 0)
+    return why = str("damaged (", size, " bytes; its ", n, " values need ", header.size() + 8 * n, ")"), std::nullopt;
   auto m = std::make_shared<Mapping>();
   void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, f.fd, 0);
   if (p == MAP_FAILED) return why = str("unmappable (", std::strerror(errno), ")"), std::nullopt;
   m->data = p, m->size = size;
+  ::madvise(p, size, MADV_RANDOM);  // binary searches and shuffle lookups: no read-ahead
   const auto* values = reinterpret_cast<const int64_t*>(static_cast<const char*>(p) + header.size());
   return Int64Array(std::move(m), values, count);
 }

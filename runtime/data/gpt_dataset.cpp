@@ -335,7 +335,7 @@ std::shared_ptr<const IndexedDataset> open_indexed(const std::string& prefix, Da
         const auto sum = data->check_all();
         return std::vector<int64_t>{sum.num_tokens, sum.min_token, sum.max_token};
       },
-      str("checks and token range of ", data->num_sequences(), " sequences"));
+      str("checks and token range of ", data->num_sequences(), " sequences of ", prefix));
   data->trust({s[0], s[1], s[2]});
   return data;
 }

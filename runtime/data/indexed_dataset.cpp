@@ -118,6 +118,11 @@ void flush_sync_close(std::FILE*& f, const std::string& path) {
   WEFT_CHECK(ok, "cannot write ", path, ": ", std::strerror(err), " (is the disk full?)");
 }
 
+// Access-pattern hint for the kernel's read-ahead; advisory, so failure is ignored.
+void advise(const unsigned char* data, size_t size, int advice) {
+  if (data) ::madvise(const_cast<unsigned char*>(data), size, advice);
+}
+
 // Makes the renames themselves durable.
 void sync_dir_of(const std::string& path) {
   std::string dir = std::filesystem::path(path).parent_path().string();
@@ -180,6 +185,10 @@ IndexedDataset::Mapping IndexedDataset::map_file(const std::string& path, std::s
     ::close(fd);
     WEFT_CHECK(p != MAP_FAILED, "cannot mmap ", path, ": ", std::strerror(err));
     m.data = static_cast<const unsigned char*>(p);
+    // Training reads samples at random: without this, each first touch of a cold page reads
+    // ahead (megabytes on some disks) and maps all of it, so resident memory would grow by the
+    // read-ahead window per sample rather than by the pages read. Scans switch to sequential.
+    ::madvise(p, m.size, MADV_RANDOM);
   } else {
     ::close(fd);
   }
@@ -267,6 +276,7 @@ void IndexedDataset::validate_header() {
 // The O(sequences) checks: monotonic document indices, every sequence inside .bin.
 void IndexedDataset::validate_body() {
   const std::string& f = idx_path_;
+  advise(idx_.data, idx_.size, MADV_SEQUENTIAL);
   for (int64_t d = 1; d < document_count_; ++d) {
     WEFT_CHECK(document_index(d) >= document_index(d - 1), f,
                " has non-monotonic document indices: entry ", d, " = ", document_index(d),
@@ -290,6 +300,7 @@ void IndexedDataset::validate_body() {
   }
   num_tokens_ = tokens;
   checked_ = true;
+  advise(idx_.data, idx_.size, MADV_RANDOM);
 }
 
 void IndexedDataset::require_checked() const {
@@ -354,6 +365,7 @@ void IndexedDataset::scan_tokens() const {
     // out everything else (they are reread from the file if a sample needs them).
     constexpr int64_t kReleaseBytes = int64_t{256} << 20;
     int64_t since_release = 0;
+    advise(bin_.data, bin_.size, MADV_SEQUENTIAL);
     for (int64_t s = 0; s < sequence_count_; ++s) {
       int64_t len = sequence_length(s);
       for (int64_t at = 0; at < len; at += static_cast<int64_t>(buf.size())) {
@@ -369,6 +381,7 @@ void IndexedDataset::scan_tokens() const {
         }
       }
     }
+    advise(bin_.data, bin_.size, MADV_RANDOM);
     if (num_tokens_ == 0) lo = hi = 0;
     min_token_ = lo;
     max_token_ = hi;
