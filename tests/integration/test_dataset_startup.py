@@ -16,43 +16,14 @@ reads it.
 - Both second runs give the same losses as their first runs (samples do not depend on the cache).
 Times are printed, never asserted."""
 import os
-import struct
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pyutil"))
-import numpy as np  # noqa: E402
+from weft_test import (check, config, drop_page_cache, read_metrics, run, step_losses, tmpdir, WEFT,  # noqa: E402
+                       write_zero_corpus)
 
-from weft_test import check, config, read_metrics, run, step_losses, tmpdir, WEFT  # noqa: E402
-
-DOC_TOKENS = 1000
 SEQ_LEN = 128  # the shuffle holds tokens / SEQ_LEN samples: 62 MB for the 1B corpus' first run
-
-
-def write_zero_corpus(prefix, documents):
-    """Megatron's .idx (version 1, uint16 tokens) for `documents` documents of DOC_TOKENS tokens,
-    and a sparse .bin of that many zero tokens. Returns the token count."""
-    n = documents
-    with open(prefix + ".idx", "wb") as f:
-        f.write(b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, 8, n, n + 1))
-        f.write(np.full(n, DOC_TOKENS, dtype="<i4").tobytes())
-        f.write((np.arange(n, dtype="<i8") * (2 * DOC_TOKENS)).tobytes())
-        f.write(np.arange(n + 1, dtype="<i8").tobytes())
-    with open(prefix + ".bin", "wb") as f:
-        f.truncate(2 * n * DOC_TOKENS)
-    return n * DOC_TOKENS
-
-
-def drop_page_cache(prefix):
-    """Evicts the dataset's and its cache's clean pages (posix_fadvise DONTNEED)."""
-    cache = prefix + ".weft_cache"
-    for path in [prefix + ".bin", prefix + ".idx"] + [os.path.join(cache, f) for f in os.listdir(cache)]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def train(prefix, run_dir):
@@ -72,7 +43,7 @@ def main():
     try:
         for name, documents in (("1M", 1000), ("1B", 1000 * 1000)):
             prefix = os.path.join(work, "corpus_" + name)
-            tokens = write_zero_corpus(prefix, documents)
+            tokens = write_zero_corpus(prefix, documents, 1000)
             first = train(prefix, os.path.join(work, "run_" + name + "_first"))
             drop_page_cache(prefix)
             second = train(prefix, os.path.join(work, "run_" + name + "_second"))
