@@ -326,8 +326,9 @@ MicroBatch make_micro_batch(const SampleSource& source, int64_t first, int64_t c
 
 namespace {
 // PREFIX with its O(sequences) checks and token scan done once and then read from `cache`.
+// `whose` completes the build's log line ("" for the dataset the cache belongs to).
 std::shared_ptr<const IndexedDataset> open_indexed(const std::string& prefix, DataCache& cache,
-                                                   const std::string& name) {
+                                                   const std::string& name, const std::string& whose) {
   auto data = std::make_shared<IndexedDataset>(prefix, IndexedDataset::Checks::kDeferred);
   Int64Array s = cache.get(
       name, "checks and token range of " + data->stamp(), 3,
@@ -335,13 +336,13 @@ std::shared_ptr<const IndexedDataset> open_indexed(const std::string& prefix, Da
         const auto sum = data->check_all();
         return std::vector<int64_t>{sum.num_tokens, sum.min_token, sum.max_token};
       },
-      str("checks and token range of ", data->num_sequences(), " sequences of ", prefix));
+      str("checks and token range of ", data->num_sequences(), " sequences", whose));
   data->trust({s[0], s[1], s[2]});
   return data;
 }
 
 std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, DataCache& cache, int64_t vocab) {
-  auto data = open_indexed(prefix, cache, "tokens");
+  auto data = open_indexed(prefix, cache, "tokens", "");
   WEFT_CHECK(data->num_tokens() == 0 || (data->min_token() >= 0 && data->max_token() < vocab),
              "dataset ", prefix, " has token ids in [", data->min_token(), ", ", data->max_token(),
              "] but model.vocab_size is ", vocab,
@@ -360,7 +361,7 @@ std::shared_ptr<GPTDataset> open_gpt_dataset(const std::string& prefix, const GP
   WEFT_CHECK(idx == bin, "loss mask ", mask_prefix, ": ", idx ? ".idx" : ".bin", " exists without its ",
              idx ? ".bin" : ".idx", "; write both (an indexed dataset with the sequence lengths of ", prefix, ")");
   if (idx) {
-    mask = open_indexed(mask_prefix, *cache, "loss_mask_tokens");
+    mask = open_indexed(mask_prefix, *cache, "loss_mask_tokens", " of its loss mask");
     // Float values would be truncated toward zero: 0.5 would silently mask a token out.
     const int code = mask->dtype_code();
     WEFT_CHECK(code != 6 && code != 7, "loss mask ", mask_prefix, " holds floating-point values (dtype code ",

@@ -14,8 +14,11 @@ reads it.
   or on another node: pages the first run left cached can sit in large folios that a newer
   kernel maps whole (2 MB each) on the first touch, which measures the page cache, not the open.
 - Both second runs give the same losses as their first runs (samples do not depend on the cache).
+- Two ranks (--nproc 2) opening a fresh copy of the 1M corpus at once build each cache entry
+  once between them (the others wait on the cache's lock and read the entry).
 Times are printed, never asserted."""
 import os
+import re
 import sys
 import time
 
@@ -26,10 +29,10 @@ from weft_test import (check, config, drop_page_cache, read_metrics, run, step_l
 SEQ_LEN = 128  # the shuffle holds tokens / SEQ_LEN samples: 62 MB for the 1B corpus' first run
 
 
-def train(prefix, run_dir):
+def train(prefix, run_dir, nproc=1):
     """One `weft train`; returns (seconds, peak RSS MB, losses, output)."""
     t0 = time.monotonic()
-    p = run([WEFT, "train", "--verbose", "--config", config("llama-tiny.yaml"), "--set", "data.prefix=" + prefix,
+    p = run([WEFT, "train", "--verbose", "--nproc", str(nproc), "--config", config("llama-tiny.yaml"), "--set", "data.prefix=" + prefix,
              "--set", "run.dir=" + run_dir, "--set", "train.steps=2", "--set", f"model.max_seq_len={SEQ_LEN}",
              "--set", f"train.seq_len={SEQ_LEN}", "--set", "run.tensorboard=false"])
     seconds = time.monotonic() - t0
@@ -60,6 +63,13 @@ def main():
             path = os.path.join(work, f"corpus_{name}.bin")
             if os.path.exists(path):
                 os.remove(path)
+    prefix = os.path.join(work, "corpus_ranks")
+    write_zero_corpus(prefix, 1000, 1000)
+    out = train(prefix, os.path.join(work, "run_ranks"), nproc=2)[3]
+    built = re.findall(r"built the data index cache for .*: (\S+)", out)
+    check(len(built) == 3 and len(set(built)) == 3,
+          f"two ranks opening one dataset build each of its 3 cache entries once between them: {built}")
+    os.remove(prefix + ".bin")
     small, large = results["1M"][1][1], results["1B"][1][1]
     check(abs(large - small) <= 0.10 * small,
           f"second-run peak RSS of the 1B corpus ({large:.0f} MB) is within 10 % of the 1M corpus's ({small:.0f} MB)")
