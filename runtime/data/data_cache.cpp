@@ -206,6 +206,12 @@ Int64Array DataCache::get(const std::string& name, const std::string& key, int64
   return build_and_store(name, key, count, build, what);
 }
 
+std::optional<Int64Array> DataCache::find(const std::string& name, const std::string& key, int64_t count) const {
+  if (dir_.empty()) return std::nullopt;
+  std::string why;
+  return try_read(dir_ + "/" + name + ".i64", key, count, why);
+}
+
 Int64Array DataCache::build_and_store(const std::string& name, const std::string& key, int64_t count,
                                       const std::function<std::vector<int64_t>()>& build,
                                       const std::string& what) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,9 @@ class DataCache {
   // then), stores the result and returns it. `what` describes the entry in the build's log line.
   Int64Array get(const std::string& name, const std::string& key, int64_t count,
                  const std::function<std::vector<int64_t>()>& build, const std::string& what);
+  // Entry `name` if it is stored, complete and was built for (key, count); never builds, never
+  // logs. Always nullopt in memory.
+  std::optional<Int64Array> find(const std::string& name, const std::string& key, int64_t count) const;
 
  private:
   DataCache(std::string dir, std::string dataset, bool configured);

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/fileio.h"
 #include "models/transformer.h"  // kIgnoreIndex
 
 namespace weft {
@@ -209,8 +210,9 @@ void GPTDataset::get_loss_mask(int64_t index, int64_t* out) const {
 // ---- BlendedDataset ----------------------------------------------------------------------
 
 BlendedDataset::BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> sources,
-                               std::vector<double> weights)
-    : sources_(std::move(sources)), weights_(std::move(weights)) {
+                               std::vector<double> weights, std::shared_ptr<DataCache> cache)
+    : sources_(std::move(sources)), weights_(std::move(weights)),
+      cache_(cache ? std::move(cache) : DataCache::in_memory()) {
   WEFT_CHECK(!sources_.empty(), "a data blend needs at least one dataset");
   WEFT_CHECK(sources_.size() == weights_.size(), "data blend: ", sources_.size(), " datasets but ",
              weights_.size(), " weights");
@@ -230,7 +232,13 @@ BlendedDataset::BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> 
                sources_[k]->seq_len(), " but dataset 0 has ", seq_len_);
     num_samples_ += sources_[k]->num_samples();
   }
-  counts_at_.push_back(std::vector<int64_t>(sources_.size(), 0));
+  // Hex floats: the key must change with any bit of any weight.
+  key_ = str("blend counts v1, chunk ", kChunk, " x ", kBlockChunks, ", weights");
+  for (double w : weights_) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), " %a", w);
+    key_ += buf;
+  }
   chunk_source_.resize(kChunk);
   chunk_sample_.resize(kChunk);
 }
@@ -253,17 +261,56 @@ int pick_source(const std::vector<double>& weights, const std::vector<int64_t>& 
 }
 }  // namespace
 
-void BlendedDataset::decode_chunk(int64_t chunk) const {
-  // Extend the per-chunk counts up to `chunk` by replaying the greedy rule (O(i) once).
-  while (static_cast<int64_t>(counts_at_.size()) <= chunk) {
-    const int64_t c = static_cast<int64_t>(counts_at_.size()) - 1;
-    std::vector<int64_t> counts = counts_at_.back();
-    for (int64_t i = c * kChunk; i < (c + 1) * kChunk; ++i) {
-      ++counts[pick_source(weights_, counts, i)];
-    }
-    counts_at_.push_back(std::move(counts));
+std::string BlendedDataset::block_name(int64_t b) const {
+  char hash[16];
+  std::snprintf(hash, sizeof(hash), "%08x", crc32c(key_.data(), key_.size()));
+  return str("blend-", hash, "-block", b);
+}
+
+std::vector<int64_t> BlendedDataset::build_block(int64_t b, std::vector<int64_t> counts) const {
+  const size_t K = sources_.size();
+  std::vector<int64_t> rows(kBlockChunks * K);
+  for (int64_t r = 0; r < kBlockChunks; ++r) {
+    std::copy(counts.begin(), counts.end(), rows.begin() + r * K);
+    const int64_t c = b * kBlockChunks + r;
+    for (int64_t i = c * kChunk; i < (c + 1) * kChunk; ++i) ++counts[pick_source(weights_, counts, i)];
   }
-  std::vector<int64_t> counts = counts_at_[chunk];
+  return rows;
+}
+
+Int64Array BlendedDataset::counts_block(int64_t b) const {
+  if (auto it = blocks_.find(b); it != blocks_.end()) return it->second;
+  const int64_t K = static_cast<int64_t>(sources_.size()), n = kBlockChunks * K;
+  // The nearest block at or below b that is known (in memory or stored); the rest are built
+  // forward from it, each from the previous one's last row (O(kBlockChunks * kChunk) each).
+  int64_t have = b;
+  for (; have >= 0; --have) {
+    if (blocks_.count(have)) break;
+    if (auto found = cache_->find(block_name(have), str(key_, ", block ", have), n)) {
+      blocks_[have] = *found;
+      break;
+    }
+  }
+  for (int64_t k = have + 1; k <= b; ++k) {
+    std::vector<int64_t> start(static_cast<size_t>(K), 0);
+    if (k > 0) {  // counts before block k = the last row of block k - 1, one chunk further
+      const Int64Array& prev = blocks_.at(k - 1);
+      std::copy(prev.begin() + (kBlockChunks - 1) * K, prev.end(), start.begin());
+      const int64_t c = k * kBlockChunks - 1;
+      for (int64_t i = c * kChunk; i < (c + 1) * kChunk; ++i) ++start[pick_source(weights_, start, i)];
+    }
+    blocks_[k] = cache_->get(block_name(k), str(key_, ", block ", k), n, [&] { return build_block(k, start); },
+                             str("blend counts for samples [", k * kBlockChunks * kChunk, ", ",
+                                 (k + 1) * kBlockChunks * kChunk, ")"));
+  }
+  return blocks_.at(b);
+}
+
+void BlendedDataset::decode_chunk(int64_t chunk) const {
+  const int64_t K = static_cast<int64_t>(sources_.size());
+  const Int64Array block = counts_block(chunk / kBlockChunks);
+  const int64_t* row = block.begin() + (chunk % kBlockChunks) * K;
+  std::vector<int64_t> counts(row, row + K);
   for (int64_t r = 0; r < kChunk; ++r) {
     int k = pick_source(weights_, counts, chunk * kChunk + r);
     chunk_source_[r] = k;
@@ -393,7 +440,9 @@ std::shared_ptr<SampleSource> open_training_data(const std::string& prefix,
     sources.push_back(open_gpt_dataset(p, options, vocab_size));
     weights.push_back(weight);
   }
-  return std::make_shared<BlendedDataset>(std::move(sources), std::move(weights));
+  // The blend's counts depend on the weights alone; they are kept with the first dataset's cache.
+  auto cache = DataCache::for_dataset(trim(blend[1]), options.cache_dir);
+  return std::make_shared<BlendedDataset>(std::move(sources), std::move(weights), std::move(cache));
 }
 
 }  // namespace weft

@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -114,9 +115,11 @@ std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch);
 // furthest below weight * (i + 1) (ties: lowest source index), and is that source's next sample;
 // this greedy rule (Megatron's) keeps every source's count within a sample or two of
 // weight * n for every prefix of n samples.
-// The assignment is computed lazily in chunks of kChunk samples: the per-source counts at each
-// chunk start are kept (num_sources * 8 bytes per chunk) and the latest chunk is decoded, so
-// sequential access is O(num_sources) per sample and a jump to index i costs O(i) once.
+// The assignment is computed lazily in chunks of kChunk samples from the per-source counts at
+// each chunk start, kept in blocks of kBlockChunks chunks (num_sources * 8 bytes per chunk);
+// sequential access is O(num_sources) per sample. With a cache directory each block is a file
+// built once, so a jump to index i (a restart) costs O(1) once the blocks up to i exist and
+// O(i) once otherwise.
 // num_samples() is the sum of the sources' num_samples(); indices beyond it keep blending (the
 // sources move on to later epochs).
 // Owns: shared references to the sources. Throws: weft::Error for no sources, a negative or
@@ -124,9 +127,11 @@ std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch);
 class BlendedDataset : public SampleSource {
  public:
   static constexpr int64_t kChunk = 4096;
+  static constexpr int64_t kBlockChunks = 256;
 
+  // `cache` (null: in memory) keeps the counts at chunk starts; they depend only on the weights.
   BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> sources,
-                 std::vector<double> weights);
+                 std::vector<double> weights, std::shared_ptr<DataCache> cache = nullptr);
 
   int64_t num_samples() const override { return num_samples_; }
   int64_t seq_len() const override { return seq_len_; }
@@ -140,15 +145,22 @@ class BlendedDataset : public SampleSource {
 
  private:
   void decode_chunk(int64_t chunk) const;  // requires mutex_ held
+  // Counts before each chunk of block b, (kBlockChunks, num_sources) row-major. Requires mutex_.
+  Int64Array counts_block(int64_t b) const;
+  std::vector<int64_t> build_block(int64_t b, std::vector<int64_t> counts) const;
+  std::string block_name(int64_t b) const;
 
   std::vector<std::shared_ptr<const SampleSource>> sources_;
   std::vector<double> weights_;  // normalised
   int64_t num_samples_ = 0;
   int64_t seq_len_ = 0;
 
+  std::shared_ptr<DataCache> cache_;
+  std::string key_;  // the weights, exactly: all the counts depend on
+
   mutable std::mutex mutex_;
-  // counts_at_[c][k]: samples source k received before global sample c * kChunk.
-  mutable std::vector<std::vector<int64_t>> counts_at_;
+  // Blocks of counts used so far (see counts_block): 8 * kBlockChunks * num_sources bytes each.
+  mutable std::map<int64_t, Int64Array> blocks_;
   mutable int64_t decoded_chunk_ = -1;
   mutable std::vector<int> chunk_source_;      // (kChunk,)
   mutable std::vector<int64_t> chunk_sample_;  // (kChunk,)

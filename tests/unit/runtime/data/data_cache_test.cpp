@@ -262,6 +262,39 @@ TEST(DataCacheTest, LossMaskCheckIsCachedAndStillRefusesMismatch) {
   }
 }
 
+TEST(DataCacheTest, BlendRestartFarAheadReadsStoredCountsAndMatchesMemory) {
+  TempDir dir;
+  write_dataset(dir.file("a"), 100, 10);
+  write_dataset(dir.file("b"), 60, 11);
+  const auto o = options();
+  const std::vector<std::string> blend = {"0.3", dir.file("a"), "0.7", dir.file("b")};
+  const int64_t block = BlendedDataset::kBlockChunks * BlendedDataset::kChunk;  // samples per block
+  const std::vector<int64_t> probes = {0, 1, block - 1, block, 2 * block + 12345, 3 * block - 1, 7};
+  auto in_memory = [&] {  // the same sources, counts replayed in memory
+    auto src = [&](const std::string& p) -> std::shared_ptr<const SampleSource> {
+      return std::make_shared<GPTDataset>(std::make_shared<const IndexedDataset>(p), o);
+    };
+    return BlendedDataset({src(dir.file("a")), src(dir.file("b"))}, {0.3, 0.7});
+  }();
+  std::vector<std::pair<int, int64_t>> want;
+  for (int64_t i : probes) want.push_back(in_memory.locate(i));
+  auto first = open_training_data("", blend, o, kVocab);
+  const int64_t before = data_cache_builds();
+  for (size_t p = 0; p < probes.size(); ++p)
+    EXPECT_EQ(dynamic_cast<BlendedDataset&>(*first).locate(probes[p]), want[p]) << probes[p];
+  EXPECT_EQ(data_cache_builds() - before, 3);  // blocks 0, 1, 2
+
+  // A restart at sample 2 * block + 12345 reads block 2; nothing is replayed or built.
+  auto second = open_training_data("", blend, o, kVocab);
+  const int64_t mid = data_cache_builds();
+  EXPECT_EQ(dynamic_cast<BlendedDataset&>(*second).locate(probes[4]), want[4]);
+  EXPECT_EQ(data_cache_builds(), mid);
+  // Other weights are another blend: their counts are built, not taken from these files.
+  auto other = open_training_data("", {"0.5", dir.file("a"), "0.5", dir.file("b")}, o, kVocab);
+  dynamic_cast<BlendedDataset&>(*other).locate(0);
+  EXPECT_EQ(data_cache_builds() - mid, 1);
+}
+
 TEST(IndexedDatasetDeferredTest, OpensWithoutTheBodyChecksAndReadsNothingBeforeThem) {
   TempDir dir;
   const std::string prefix = dir.file("corpus");
