@@ -19,6 +19,7 @@
 #include <iomanip>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <set>
 
 #include "core/error.h"
@@ -125,7 +126,8 @@ std::optional<Int64Array> try_read(const std::string& path, const std::string& k
 // Writes the entry under a temporary name, fsyncs it and renames it into place.
 void store(const std::string& dir, const std::string& path, const std::string& key,
            const std::vector<int64_t>& values) {
-  const std::string tmp = str(path, ".tmp.", ::getpid());
+  // pid and a random tag: ranks on different machines can share a pid.
+  const std::string tmp = str(path, ".tmp.", ::getpid(), ".", std::random_device{}());
   try {
     FileWriter w(tmp);
     w.write(header_for(key, static_cast<int64_t>(values.size())));
@@ -227,7 +229,11 @@ Int64Array DataCache::build_and_store(const std::string& name, const std::string
   int rc;
   while ((rc = ::flock(lock.fd, LOCK_EX)) != 0 && errno == EINTR) {
   }
-  WEFT_CHECK(rc == 0, "cannot lock ", dir_, "/lock: ", std::strerror(errno));
+  // Some shared file systems refuse locks; building without one could race another builder.
+  if (rc != 0) {
+    warn_unwritable(str("cannot lock ", dir_, "/lock: ", std::strerror(errno)));
+    return Int64Array(build_checked(build, count, what));
+  }
   // Another rank may have built the entry while this one waited for the lock.
   std::string why;
   if (auto hit = try_read(path, key, count, why)) return *hit;

@@ -126,7 +126,7 @@ GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTData
   // The key names everything the offsets depend on: the files (their lengths) and the range.
   const std::string range = str(doc_begin_, "-", doc_end_);
   cumulative_ = cache_->get(
-      "offsets-" + range, str("token offsets of documents ", range, " of ", data_->stamp()), seq_end - seq_begin_ + 1,
+      "offsets-" + range, str("token offsets v1 of documents ", range, " of ", data_->stamp()), seq_end - seq_begin_ + 1,
       [&] {
         std::vector<int64_t> c(static_cast<size_t>(seq_end - seq_begin_ + 1), 0);
         for (int64_t s = seq_begin_; s < seq_end; ++s)
@@ -378,7 +378,7 @@ std::shared_ptr<const IndexedDataset> open_indexed(const std::string& prefix, Da
                                                    const std::string& name, const std::string& whose) {
   auto data = std::make_shared<IndexedDataset>(prefix, IndexedDataset::Checks::kDeferred);
   Int64Array s = cache.get(
-      name, "checks and token range of " + data->stamp(), 3,
+      name, "checks and token range v1 of " + data->stamp(), 3,
       [&] {
         const auto sum = data->check_all();
         return std::vector<int64_t>{sum.num_tokens, sum.min_token, sum.max_token};
