@@ -4,7 +4,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 export CCACHE_MAXSIZE ?= 5G
 
-.PHONY: setup build test demo bench bench-parallel bench-checkpoint clean
+.PHONY: setup build test demo bench bench-parallel bench-checkpoint bench-data clean
 
 setup:
 	@bash tools/setup.sh
@@ -29,6 +29,9 @@ bench-parallel: build
 
 bench-checkpoint: build
 	.venv/bin/python tools/bench/checkpoint_bench.py --build $(BUILD) --out $(BUILD)/checkpoint_bench.json
+
+bench-data: build
+	.venv/bin/python tools/bench/data_bench.py --build $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -62,6 +62,7 @@ void for_each_field(C& c, F&& f) {
   f("data.blend", c.data.blend);
   f("data.split", c.data.split);
   f("data.tokenizer", c.data.tokenizer);
+  f("data.cache_dir", c.data.cache_dir);
   f("run.dir", c.run.dir);
   f("run.tensorboard", c.run.tensorboard);
   f("run.peak_tflops", c.run.peak_tflops);

@@ -88,6 +88,7 @@ std::shared_ptr<SampleSource> open_dataset(const Config& cfg, DataSplit split) {
   opts.seq_len = cfg.train.seq_len;
   opts.seed = cfg.train.seed;
   opts.split = cfg.data.split;
+  opts.cache_dir = cfg.data.cache_dir;
   opts.which = split == DataSplit::kTrain   ? SplitPart::kTrain
                : split == DataSplit::kValid ? SplitPart::kValid
                                             : SplitPart::kAll;

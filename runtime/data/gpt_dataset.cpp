@@ -12,6 +12,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/fileio.h"
 #include "models/transformer.h"  // kIgnoreIndex
 
 namespace weft {
@@ -111,27 +112,28 @@ std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch) {
 void SampleSource::get_loss_mask(int64_t, int64_t* out) const { std::fill(out, out + seq_len() + 1, 1); }
 
 GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTDatasetOptions& options,
-                       std::shared_ptr<const IndexedDataset> loss_mask)
-    : data_(std::move(data)), loss_mask_(std::move(loss_mask)), options_(options) {
+                       std::shared_ptr<const IndexedDataset> loss_mask, std::shared_ptr<DataCache> cache)
+    : data_(std::move(data)), loss_mask_(std::move(loss_mask)),
+      cache_(cache ? std::move(cache) : DataCache::in_memory()), options_(options) {
   WEFT_CHECK(data_ != nullptr, "GPTDataset needs a dataset");
-  if (loss_mask_) {
-    bool same = loss_mask_->num_sequences() == data_->num_sequences();
-    for (int64_t s = 0; same && s < data_->num_sequences(); ++s)
-      same = loss_mask_->sequence_length(s) == data_->sequence_length(s);
-    WEFT_CHECK(same, "loss mask ", loss_mask_->prefix(), " does not have the sequence lengths of dataset ",
-               data_->prefix(), "; write both from the same documents");
-  }
+  if (loss_mask_) check_loss_mask();
   WEFT_CHECK(options_.seq_len >= 1, "train.seq_len must be >= 1, got ", options_.seq_len);
   const int64_t docs = data_->num_documents();
   std::tie(doc_begin_, doc_end_) = split_documents(options_.split, options_.which, docs);
   seq_begin_ = data_->document_index(doc_begin_);
   const int64_t seq_end = data_->document_index(doc_end_);
 
-  cumulative_.resize(static_cast<size_t>(seq_end - seq_begin_ + 1));
-  cumulative_[0] = 0;
-  for (int64_t s = seq_begin_; s < seq_end; ++s) {
-    cumulative_[s - seq_begin_ + 1] = cumulative_[s - seq_begin_] + data_->sequence_length(s);
-  }
+  // The key names everything the offsets depend on: the files (their lengths) and the range.
+  const std::string range = str(doc_begin_, "-", doc_end_);
+  cumulative_ = cache_->get(
+      "offsets-" + range, str("token offsets v1 of documents ", range, " of ", data_->stamp()), seq_end - seq_begin_ + 1,
+      [&] {
+        std::vector<int64_t> c(static_cast<size_t>(seq_end - seq_begin_ + 1), 0);
+        for (int64_t s = seq_begin_; s < seq_end; ++s)
+          c[s - seq_begin_ + 1] = c[s - seq_begin_] + data_->sequence_length(s);
+        return c;
+      },
+      str("token offsets of ", seq_end - seq_begin_, " sequences"));
   const int64_t tokens = cumulative_.back();
   WEFT_CHECK(tokens >= options_.seq_len + 1, "dataset ", data_->prefix(), ": the ",
              part_name(options_.which), " part of data.split \"", options_.split, "\" (documents [",
@@ -141,13 +143,32 @@ GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTData
   num_samples_ = (tokens - 1) / options_.seq_len;
 }
 
-std::shared_ptr<const std::vector<int64_t>> GPTDataset::permutation(int64_t epoch) const {
+void GPTDataset::check_loss_mask() const {
+  const int64_t n = data_->num_sequences();
+  cache_->get(
+      "loss_mask_lengths", str("sequence lengths of ", data_->stamp(), " and of its loss mask ", loss_mask_->stamp()), 1,
+      [&] {
+        bool same = loss_mask_->num_sequences() == n;
+        for (int64_t s = 0; same && s < n; ++s) same = loss_mask_->sequence_length(s) == data_->sequence_length(s);
+        WEFT_CHECK(same, "loss mask ", loss_mask_->prefix(), " does not have the sequence lengths of dataset ",
+                   data_->prefix(), "; write both from the same documents");
+        return std::vector<int64_t>{1};
+      },
+      str("loss-mask lengths of ", n, " sequences"));
+}
+
+Int64Array GPTDataset::permutation(int64_t epoch) const {
   std::lock_guard<std::mutex> lock(mutex_);
   for (const auto& entry : perms_) {
     if (entry.first == epoch) return entry.second;
   }
-  auto perm = std::make_shared<const std::vector<int64_t>>(
-      shuffled_indices(num_samples_, options_.seed, epoch));
+  // A pure function of (n, seed, epoch); the key carries the algorithm's version, to be bumped
+  // if shuffled_indices ever changes.
+  const std::string name = str("shuffle-n", num_samples_, "-seed", options_.seed, "-epoch", epoch);
+  Int64Array perm = cache_->get(
+      name, "shuffled_indices v1 " + name, num_samples_,
+      [&] { return shuffled_indices(num_samples_, options_.seed, epoch); },
+      str("shuffle of ", num_samples_, " samples for epoch ", epoch));
   if (perms_.size() == kCachedEpochs) perms_.erase(perms_.begin());
   perms_.emplace_back(epoch, perm);
   return perm;
@@ -157,7 +178,7 @@ int64_t GPTDataset::sample_for(int64_t index) const {
   WEFT_CHECK(index >= 0, data_->prefix(), ": negative sample index ", index);
   const int64_t epoch = index / num_samples_, pos = index % num_samples_;
   if (!options_.shuffle) return pos;
-  return (*permutation(epoch))[pos];
+  return permutation(epoch)[pos];
 }
 
 void GPTDataset::read_stream(const IndexedDataset& from, int64_t start, int64_t count, int64_t* out) const {
@@ -189,8 +210,9 @@ void GPTDataset::get_loss_mask(int64_t index, int64_t* out) const {
 // ---- BlendedDataset ----------------------------------------------------------------------
 
 BlendedDataset::BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> sources,
-                               std::vector<double> weights)
-    : sources_(std::move(sources)), weights_(std::move(weights)) {
+                               std::vector<double> weights, std::shared_ptr<DataCache> cache)
+    : sources_(std::move(sources)), weights_(std::move(weights)),
+      cache_(cache ? std::move(cache) : DataCache::in_memory()) {
   WEFT_CHECK(!sources_.empty(), "a data blend needs at least one dataset");
   WEFT_CHECK(sources_.size() == weights_.size(), "data blend: ", sources_.size(), " datasets but ",
              weights_.size(), " weights");
@@ -210,7 +232,13 @@ BlendedDataset::BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> 
                sources_[k]->seq_len(), " but dataset 0 has ", seq_len_);
     num_samples_ += sources_[k]->num_samples();
   }
-  counts_at_.push_back(std::vector<int64_t>(sources_.size(), 0));
+  // Hex floats: the key must change with any bit of any weight.
+  key_ = str("blend counts v1, chunk ", kChunk, " x ", kBlockChunks, ", weights");
+  for (double w : weights_) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), " %a", w);
+    key_ += buf;
+  }
   chunk_source_.resize(kChunk);
   chunk_sample_.resize(kChunk);
 }
@@ -233,17 +261,56 @@ int pick_source(const std::vector<double>& weights, const std::vector<int64_t>& 
 }
 }  // namespace
 
-void BlendedDataset::decode_chunk(int64_t chunk) const {
-  // Extend the per-chunk counts up to `chunk` by replaying the greedy rule (O(i) once).
-  while (static_cast<int64_t>(counts_at_.size()) <= chunk) {
-    const int64_t c = static_cast<int64_t>(counts_at_.size()) - 1;
-    std::vector<int64_t> counts = counts_at_.back();
-    for (int64_t i = c * kChunk; i < (c + 1) * kChunk; ++i) {
-      ++counts[pick_source(weights_, counts, i)];
-    }
-    counts_at_.push_back(std::move(counts));
+std::string BlendedDataset::block_name(int64_t b) const {
+  char hash[16];
+  std::snprintf(hash, sizeof(hash), "%08x", crc32c(key_.data(), key_.size()));
+  return str("blend-", hash, "-block", b);
+}
+
+std::vector<int64_t> BlendedDataset::build_block(int64_t b, std::vector<int64_t> counts) const {
+  const size_t K = sources_.size();
+  std::vector<int64_t> rows(kBlockChunks * K);
+  for (int64_t r = 0; r < kBlockChunks; ++r) {
+    std::copy(counts.begin(), counts.end(), rows.begin() + r * K);
+    const int64_t c = b * kBlockChunks + r;
+    for (int64_t i = c * kChunk; i < (c + 1) * kChunk; ++i) ++counts[pick_source(weights_, counts, i)];
   }
-  std::vector<int64_t> counts = counts_at_[chunk];
+  return rows;
+}
+
+Int64Array BlendedDataset::counts_block(int64_t b) const {
+  if (auto it = blocks_.find(b); it != blocks_.end()) return it->second;
+  const int64_t K = static_cast<int64_t>(sources_.size()), n = kBlockChunks * K;
+  // The nearest block at or below b that is known (in memory or stored); the rest are built
+  // forward from it, each from the previous one's last row (O(kBlockChunks * kChunk) each).
+  int64_t have = b;
+  for (; have >= 0; --have) {
+    if (blocks_.count(have)) break;
+    if (auto found = cache_->find(block_name(have), str(key_, ", block ", have), n)) {
+      blocks_[have] = *found;
+      break;
+    }
+  }
+  for (int64_t k = have + 1; k <= b; ++k) {
+    std::vector<int64_t> start(static_cast<size_t>(K), 0);
+    if (k > 0) {  // counts before block k = the last row of block k - 1, one chunk further
+      const Int64Array& prev = blocks_.at(k - 1);
+      std::copy(prev.begin() + (kBlockChunks - 1) * K, prev.end(), start.begin());
+      const int64_t c = k * kBlockChunks - 1;
+      for (int64_t i = c * kChunk; i < (c + 1) * kChunk; ++i) ++start[pick_source(weights_, start, i)];
+    }
+    blocks_[k] = cache_->get(block_name(k), str(key_, ", block ", k), n, [&] { return build_block(k, start); },
+                             str("blend counts for samples [", k * kBlockChunks * kChunk, ", ",
+                                 (k + 1) * kBlockChunks * kChunk, ")"));
+  }
+  return blocks_.at(b);
+}
+
+void BlendedDataset::decode_chunk(int64_t chunk) const {
+  const int64_t K = static_cast<int64_t>(sources_.size());
+  const Int64Array block = counts_block(chunk / kBlockChunks);
+  const int64_t* row = block.begin() + (chunk % kBlockChunks) * K;
+  std::vector<int64_t> counts(row, row + K);
   for (int64_t r = 0; r < kChunk; ++r) {
     int k = pick_source(weights_, counts, chunk * kChunk + r);
     chunk_source_[r] = k;
@@ -305,8 +372,24 @@ MicroBatch make_micro_batch(const SampleSource& source, int64_t first, int64_t c
 }
 
 namespace {
-std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, int64_t vocab) {
-  auto data = std::make_shared<const IndexedDataset>(prefix);
+// PREFIX with its O(sequences) checks and token scan done once and then read from `cache`.
+// `whose` completes the build's log line ("" for the dataset the cache belongs to).
+std::shared_ptr<const IndexedDataset> open_indexed(const std::string& prefix, DataCache& cache,
+                                                   const std::string& name, const std::string& whose) {
+  auto data = std::make_shared<IndexedDataset>(prefix, IndexedDataset::Checks::kDeferred);
+  Int64Array s = cache.get(
+      name, "checks and token range v1 of " + data->stamp(), 3,
+      [&] {
+        const auto sum = data->check_all();
+        return std::vector<int64_t>{sum.num_tokens, sum.min_token, sum.max_token};
+      },
+      str("checks and token range of ", data->num_sequences(), " sequences", whose));
+  data->trust({s[0], s[1], s[2]});
+  return data;
+}
+
+std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, DataCache& cache, int64_t vocab) {
+  auto data = open_indexed(prefix, cache, "tokens", "");
   WEFT_CHECK(data->num_tokens() == 0 || (data->min_token() >= 0 && data->max_token() < vocab),
              "dataset ", prefix, " has token ids in [", data->min_token(), ", ", data->max_token(),
              "] but model.vocab_size is ", vocab,
@@ -318,19 +401,20 @@ std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, in
 // PREFIX, with its loss mask PREFIX.loss_mask when that exists.
 std::shared_ptr<GPTDataset> open_gpt_dataset(const std::string& prefix, const GPTDatasetOptions& options,
                                              int64_t vocab_size) {
+  auto cache = DataCache::for_dataset(prefix, options.cache_dir);
   std::shared_ptr<const IndexedDataset> mask;
   const std::string mask_prefix = prefix + ".loss_mask";
   const bool idx = std::filesystem::exists(mask_prefix + ".idx"), bin = std::filesystem::exists(mask_prefix + ".bin");
   WEFT_CHECK(idx == bin, "loss mask ", mask_prefix, ": ", idx ? ".idx" : ".bin", " exists without its ",
              idx ? ".bin" : ".idx", "; write both (an indexed dataset with the sequence lengths of ", prefix, ")");
   if (idx) {
-    mask = std::make_shared<const IndexedDataset>(mask_prefix);
+    mask = open_indexed(mask_prefix, *cache, "loss_mask_tokens", " of its loss mask");
     // Float values would be truncated toward zero: 0.5 would silently mask a token out.
     const int code = mask->dtype_code();
     WEFT_CHECK(code != 6 && code != 7, "loss mask ", mask_prefix, " holds floating-point values (dtype code ",
                code, "); write it with an integer dtype (uint8: 1 = a target, 0 = not)");
   }
-  return std::make_shared<GPTDataset>(open_checked(prefix, vocab_size), options, std::move(mask));
+  return std::make_shared<GPTDataset>(open_checked(prefix, *cache, vocab_size), options, std::move(mask), cache);
 }
 }  // namespace
 
@@ -356,7 +440,9 @@ std::shared_ptr<SampleSource> open_training_data(const std::string& prefix,
     sources.push_back(open_gpt_dataset(p, options, vocab_size));
     weights.push_back(weight);
   }
-  return std::make_shared<BlendedDataset>(std::move(sources), std::move(weights));
+  // The blend's counts depend on the weights alone; they are kept with the first dataset's cache.
+  auto cache = DataCache::for_dataset(trim(blend[1]), options.cache_dir);
+  return std::make_shared<BlendedDataset>(std::move(sources), std::move(weights), std::move(cache));
 }
 
 }  // namespace weft

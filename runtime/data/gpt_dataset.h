@@ -6,11 +6,13 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "runtime/data/data_cache.h"
 #include "runtime/data/indexed_dataset.h"
 
 namespace weft {
@@ -45,6 +47,9 @@ struct GPTDatasetOptions {
   SplitPart which = SplitPart::kTrain;
   // false: samples in stream order in every epoch (evaluation windows).
   bool shuffle = true;
+  // Where open_training_data keeps each dataset's index cache (data.cache_dir); empty: beside
+  // the dataset, in PREFIX.weft_cache/.
+  std::string cache_dir;
 };
 
 // Document range [begin, end) that `which` selects out of num_documents under `split`, computed
@@ -58,15 +63,19 @@ std::pair<int64_t, int64_t> split_documents(const std::string& split, SplitPart 
 // so samples cross document boundaries and overlap by one token; num_samples = (N - 1) / T.
 // Epoch e visits the samples in a Fisher-Yates permutation drawn from mt19937_64 seeded by
 // (seed, e).
-// Owns: a shared reference to the dataset, a prefix sum over the chosen sequences (8 bytes per
-//   sequence) and the permutations of the two most recently used epochs (8 bytes per sample).
+// Owns: a shared reference to the dataset and its cache, a prefix sum over the chosen sequences
+//   (8 bytes per sequence) and the permutations of the two most recently used epochs (8 bytes
+//   per sample). With a cache directory both are files built once and mapped, so opening costs
+//   O(1) and memory grows only with the pages read; without one they are built in memory.
 // Throws: weft::Error naming the prefix, split and token count when the chosen part has fewer
 //   than seq_len + 1 tokens. get() is thread-safe.
 class GPTDataset : public SampleSource {
  public:
   // Throws weft::Error when `loss_mask` (may be null) does not have `data`'s sequence lengths.
+  // `cache` (null: in memory) holds the prefix sum, the permutations and the loss-mask check.
   GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTDatasetOptions& options,
-             std::shared_ptr<const IndexedDataset> loss_mask = nullptr);
+             std::shared_ptr<const IndexedDataset> loss_mask = nullptr,
+             std::shared_ptr<DataCache> cache = nullptr);
 
   int64_t num_samples() const override { return num_samples_; }
   int64_t seq_len() const override { return options_.seq_len; }
@@ -82,18 +91,20 @@ class GPTDataset : public SampleSource {
   int64_t sample_for(int64_t index) const;
 
  private:
-  std::shared_ptr<const std::vector<int64_t>> permutation(int64_t epoch) const;
+  Int64Array permutation(int64_t epoch) const;
+  void check_loss_mask() const;
   void read_stream(const IndexedDataset& from, int64_t start, int64_t count, int64_t* out) const;
 
   std::shared_ptr<const IndexedDataset> data_, loss_mask_;
+  std::shared_ptr<DataCache> cache_;
   GPTDatasetOptions options_;
   int64_t doc_begin_ = 0, doc_end_ = 0;
   int64_t seq_begin_ = 0;            // first sequence of the chosen documents
-  std::vector<int64_t> cumulative_;  // tokens before chosen sequence j; back() = total
+  Int64Array cumulative_;            // tokens before chosen sequence j; back() = total
   int64_t num_samples_ = 0;
 
   mutable std::mutex mutex_;  // guards the permutation cache
-  mutable std::vector<std::pair<int64_t, std::shared_ptr<const std::vector<int64_t>>>> perms_;
+  mutable std::vector<std::pair<int64_t, Int64Array>> perms_;
 };
 
 // The permutation of [0, n) GPTDataset uses for (seed, epoch): Fisher-Yates driven by
@@ -104,9 +115,11 @@ std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch);
 // furthest below weight * (i + 1) (ties: lowest source index), and is that source's next sample;
 // this greedy rule (Megatron's) keeps every source's count within a sample or two of
 // weight * n for every prefix of n samples.
-// The assignment is computed lazily in chunks of kChunk samples: the per-source counts at each
-// chunk start are kept (num_sources * 8 bytes per chunk) and the latest chunk is decoded, so
-// sequential access is O(num_sources) per sample and a jump to index i costs O(i) once.
+// The assignment is computed lazily in chunks of kChunk samples from the per-source counts at
+// each chunk start, kept in blocks of kBlockChunks chunks (num_sources * 8 bytes per chunk);
+// sequential access is O(num_sources) per sample. With a cache directory each block is a file
+// built once, so a jump to index i (a restart) costs O(1) once the blocks up to i exist and
+// O(i) once otherwise.
 // num_samples() is the sum of the sources' num_samples(); indices beyond it keep blending (the
 // sources move on to later epochs).
 // Owns: shared references to the sources. Throws: weft::Error for no sources, a negative or
@@ -114,9 +127,11 @@ std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch);
 class BlendedDataset : public SampleSource {
  public:
   static constexpr int64_t kChunk = 4096;
+  static constexpr int64_t kBlockChunks = 256;
 
+  // `cache` (null: in memory) keeps the counts at chunk starts; they depend only on the weights.
   BlendedDataset(std::vector<std::shared_ptr<const SampleSource>> sources,
-                 std::vector<double> weights);
+                 std::vector<double> weights, std::shared_ptr<DataCache> cache = nullptr);
 
   int64_t num_samples() const override { return num_samples_; }
   int64_t seq_len() const override { return seq_len_; }
@@ -130,15 +145,22 @@ class BlendedDataset : public SampleSource {
 
  private:
   void decode_chunk(int64_t chunk) const;  // requires mutex_ held
+  // Counts before each chunk of block b, (kBlockChunks, num_sources) row-major. Requires mutex_.
+  Int64Array counts_block(int64_t b) const;
+  std::vector<int64_t> build_block(int64_t b, std::vector<int64_t> counts) const;
+  std::string block_name(int64_t b) const;
 
   std::vector<std::shared_ptr<const SampleSource>> sources_;
   std::vector<double> weights_;  // normalised
   int64_t num_samples_ = 0;
   int64_t seq_len_ = 0;
 
+  std::shared_ptr<DataCache> cache_;
+  std::string key_;  // the weights, exactly: all the counts depend on
+
   mutable std::mutex mutex_;
-  // counts_at_[c][k]: samples source k received before global sample c * kChunk.
-  mutable std::vector<std::vector<int64_t>> counts_at_;
+  // Blocks of counts used so far (see counts_block): 8 * kBlockChunks * num_sources bytes each.
+  mutable std::map<int64_t, Int64Array> blocks_;
   mutable int64_t decoded_chunk_ = -1;
   mutable std::vector<int> chunk_source_;      // (kChunk,)
   mutable std::vector<int64_t> chunk_sample_;  // (kChunk,)
@@ -160,7 +182,8 @@ MicroBatch make_micro_batch(const SampleSource& source, int64_t first, int64_t c
 // Opens training data from either one prefix or a blend ("weight, prefix, weight, prefix, ...",
 // as in data.blend), builds GPTDatasets with `options` (a BlendedDataset for a blend), and checks
 // every token is in [0, vocab_size). A dataset PREFIX with a PREFIX.loss_mask companion gets its
-// loss mask. Throws weft::Error naming the dataset otherwise.
+// loss mask. Each dataset's index cache (see DataCache) lives under options.cache_dir, else
+// beside it; a cached dataset opens in O(1). Throws weft::Error naming the dataset otherwise.
 std::shared_ptr<SampleSource> open_training_data(const std::string& prefix,
                                                  const std::vector<std::string>& blend,
                                                  const GPTDatasetOptions& options,

@@ -16,6 +16,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "runtime/data/data_cache.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the indexed dataset is little-endian and read in place");
@@ -117,6 +118,11 @@ void flush_sync_close(std::FILE*& f, const std::string& path) {
   WEFT_CHECK(ok, "cannot write ", path, ": ", std::strerror(err), " (is the disk full?)");
 }
 
+// Access-pattern hint for the kernel's read-ahead; advisory, so failure is ignored.
+void advise(const unsigned char* data, size_t size, int advice) {
+  if (data) ::madvise(const_cast<unsigned char*>(data), size, advice);
+}
+
 // Makes the renames themselves durable.
 void sync_dir_of(const std::string& path) {
   std::string dir = std::filesystem::path(path).parent_path().string();
@@ -154,7 +160,7 @@ int dtype_for_vocab(int64_t vocab_size) { return vocab_size < 65500 ? kDtypeUInt
 
 // ---- IndexedDataset ----------------------------------------------------------------------
 
-IndexedDataset::Mapping IndexedDataset::map_file(const std::string& path) {
+IndexedDataset::Mapping IndexedDataset::map_file(const std::string& path, std::string* stamp) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   WEFT_CHECK(fd >= 0, "cannot open ", path, ": ", std::strerror(errno),
              " (an indexed dataset needs both PREFIX.bin and PREFIX.idx; create them with "
@@ -165,6 +171,12 @@ IndexedDataset::Mapping IndexedDataset::map_file(const std::string& path) {
     ::close(fd);
     fail(str("cannot stat ", path, ": ", std::strerror(err)));
   }
+  try {
+    *stamp = file_stamp(fd, path);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
   Mapping m;
   m.size = static_cast<size_t>(st.st_size);
   if (m.size > 0) {  // mmap of length 0 is an error; an empty .bin is legal
@@ -173,6 +185,10 @@ IndexedDataset::Mapping IndexedDataset::map_file(const std::string& path) {
     ::close(fd);
     WEFT_CHECK(p != MAP_FAILED, "cannot mmap ", path, ": ", std::strerror(err));
     m.data = static_cast<const unsigned char*>(p);
+    // Training reads samples at random: without this, each first touch of a cold page reads
+    // ahead (megabytes on some disks) and maps all of it, so resident memory would grow by the
+    // read-ahead window per sample rather than by the pages read. Scans switch to sequential.
+    ::madvise(p, m.size, MADV_RANDOM);
   } else {
     ::close(fd);
   }
@@ -184,12 +200,15 @@ void IndexedDataset::unmap(Mapping& m) {
   m = Mapping{};
 }
 
-IndexedDataset::IndexedDataset(const std::string& prefix)
+IndexedDataset::IndexedDataset(const std::string& prefix, Checks checks)
     : prefix_(prefix), idx_path_(prefix + ".idx"), bin_path_(prefix + ".bin") {
   try {
-    idx_ = map_file(idx_path_);
-    bin_ = map_file(bin_path_);
-    validate_index();
+    std::string idx_stamp, bin_stamp;
+    idx_ = map_file(idx_path_, &idx_stamp);
+    bin_ = map_file(bin_path_, &bin_stamp);
+    stamp_ = str("idx ", idx_stamp, " bin ", bin_stamp);
+    validate_header();
+    if (checks == Checks::kFull) validate_body();
   } catch (...) {
     unmap(idx_);
     unmap(bin_);
@@ -202,7 +221,9 @@ IndexedDataset::~IndexedDataset() {
   unmap(bin_);
 }
 
-void IndexedDataset::validate_index() {
+// The O(1) checks: header fields, array sizes against the file size, the document index's
+// first and last entries.
+void IndexedDataset::validate_header() {
   const std::string& f = idx_path_;
   const unsigned char* p = idx_.data;
   const uint64_t size = idx_.size;
@@ -250,6 +271,12 @@ void IndexedDataset::validate_index() {
   WEFT_CHECK(document_index(document_count_ - 1) == sequence_count_, f,
              " has a bad document index: the last entry is ", document_index(document_count_ - 1),
              " but there are ", sequence_count_, " sequences; the file is corrupt");
+}
+
+// The O(sequences) checks: monotonic document indices, every sequence inside .bin.
+void IndexedDataset::validate_body() {
+  const std::string& f = idx_path_;
+  advise(idx_.data, idx_.size, MADV_SEQUENTIAL);
   for (int64_t d = 1; d < document_count_; ++d) {
     WEFT_CHECK(document_index(d) >= document_index(d - 1), f,
                " has non-monotonic document indices: entry ", d, " = ", document_index(d),
@@ -272,6 +299,26 @@ void IndexedDataset::validate_index() {
     tokens += len;
   }
   num_tokens_ = tokens;
+  checked_ = true;
+  advise(idx_.data, idx_.size, MADV_RANDOM);
+}
+
+void IndexedDataset::require_checked() const {
+  WEFT_CHECK(checked_, prefix_, " was opened with deferred checks and read before check_all() or trust() (a bug)");
+}
+
+IndexedDataset::Summary IndexedDataset::check_all() {
+  if (!checked_) validate_body();
+  return Summary{num_tokens_, min_token(), max_token()};
+}
+
+void IndexedDataset::trust(const Summary& summary) {
+  num_tokens_ = summary.num_tokens;
+  checked_ = true;
+  std::call_once(scan_once_, [&] {
+    min_token_ = summary.min_token;
+    max_token_ = summary.max_token;
+  });
 }
 
 int64_t IndexedDataset::document_index(int64_t i) const {
@@ -299,6 +346,7 @@ int64_t IndexedDataset::sequence_offset(int64_t seq) const {
 }
 
 void IndexedDataset::read(int64_t seq, int64_t offset, int64_t count, int64_t* out) const {
+  require_checked();
   int64_t len = sequence_length(seq);
   WEFT_CHECK(offset >= 0 && count >= 0 && offset <= len && count <= len - offset, prefix_,
              ": read of tokens [", offset, ", ", offset + count, ") is outside sequence ", seq,
@@ -312,6 +360,12 @@ void IndexedDataset::scan_tokens() const {
   std::call_once(scan_once_, [this] {
     int64_t lo = std::numeric_limits<int64_t>::max(), hi = std::numeric_limits<int64_t>::min();
     std::vector<int64_t> buf(1 << 16);
+    // The scanned pages of .bin count toward this process's resident memory until unmapped;
+    // dropping them every so often keeps a scan of a corpus larger than memory from pushing
+    // out everything else (they are reread from the file if a sample needs them).
+    constexpr int64_t kReleaseBytes = int64_t{256} << 20;
+    int64_t since_release = 0;
+    advise(bin_.data, bin_.size, MADV_SEQUENTIAL);
     for (int64_t s = 0; s < sequence_count_; ++s) {
       int64_t len = sequence_length(s);
       for (int64_t at = 0; at < len; at += static_cast<int64_t>(buf.size())) {
@@ -320,8 +374,14 @@ void IndexedDataset::scan_tokens() const {
         auto mm = std::minmax_element(buf.begin(), buf.begin() + n);
         lo = std::min(lo, *mm.first);
         hi = std::max(hi, *mm.second);
+        since_release += n * itemsize_;
+        if (since_release >= kReleaseBytes) {
+          ::madvise(const_cast<unsigned char*>(bin_.data), bin_.size, MADV_DONTNEED);
+          since_release = 0;
+        }
       }
     }
+    advise(bin_.data, bin_.size, MADV_RANDOM);
     if (num_tokens_ == 0) lo = hi = 0;
     min_token_ = lo;
     max_token_ = hi;

@@ -32,15 +32,25 @@ const char* dtype_name(int dtype_code);
 int dtype_for_vocab(int64_t vocab_size);
 
 // A read-only, memory-mapped Megatron indexed dataset.
-// Owns: the two mappings (released in the destructor). Non-copyable, non-movable.
+// Owns: the two mappings (released in the destructor); nothing is copied out of them, so an open
+//   dataset costs O(1) memory beyond the pages read. Non-copyable, non-movable.
 // Throws: weft::Error naming the file for a missing file, bad magic, wrong version, unknown
 //   dtype, truncated .idx, a .bin shorter than the index claims, or bad document indices;
 //   every bound is checked before the mapping is touched, so a corrupt file never crashes.
-// Thread safety: all methods are const and safe to call concurrently (max_token's scan is
-//   guarded by a once-flag).
+// Thread safety: all const methods are safe to call concurrently (max_token's scan is guarded by
+//   a once-flag); check_all() and trust() are for the opening thread, before sharing.
 class IndexedDataset {
  public:
-  explicit IndexedDataset(const std::string& prefix);
+  // kFull: the constructor checks every sequence and document entry (O(sequences)).
+  // kDeferred: only the O(1) header checks run, and nothing may be read until check_all() or
+  //   trust() has run; this is how a cached dataset opens in constant time.
+  enum class Checks { kFull, kDeferred };
+  // What the O(sequences) checks and the token scan found.
+  struct Summary {
+    int64_t num_tokens = 0, min_token = 0, max_token = 0;
+  };
+
+  explicit IndexedDataset(const std::string& prefix, Checks checks = Checks::kFull);
   ~IndexedDataset();
   IndexedDataset(const IndexedDataset&) = delete;
   IndexedDataset& operator=(const IndexedDataset&) = delete;
@@ -59,7 +69,7 @@ class IndexedDataset {
   int64_t sequence_length(int64_t seq) const;
   // Byte offset of the sequence in .bin.
   int64_t sequence_offset(int64_t seq) const;
-  // Total tokens over all sequences.
+  // Total tokens over all sequences (0 until the deferred checks ran or were trusted).
   int64_t num_tokens() const { return num_tokens_; }
 
   // Copies tokens [offset, offset + count) of sequence `seq` into out[0..count), widened to
@@ -71,18 +81,30 @@ class IndexedDataset {
   int64_t max_token() const;
   int64_t min_token() const;
 
+  // Identity of the mapped files ("idx STAMP bin STAMP", see file_stamp): a cache entry built
+  // for this text describes exactly these files.
+  const std::string& stamp() const { return stamp_; }
+  // Runs the deferred checks (if any) and the token scan; throws like the constructor.
+  Summary check_all();
+  // Takes the summary a previous check_all() of the files with this stamp() returned, instead
+  // of checking again.
+  void trust(const Summary& summary);
+
  private:
   struct Mapping {
     const unsigned char* data = nullptr;
     size_t size = 0;
   };
-  static Mapping map_file(const std::string& path);
+  static Mapping map_file(const std::string& path, std::string* stamp);
   static void unmap(Mapping& m);
-  void validate_index();
+  void validate_header();
+  void validate_body();
   void scan_tokens() const;
+  void require_checked() const;
 
-  std::string prefix_, idx_path_, bin_path_;
+  std::string prefix_, idx_path_, bin_path_, stamp_;
   Mapping idx_, bin_;
+  bool checked_ = false;  // validate_body() ran or its result was trusted
   int dtype_code_ = 0;
   int64_t itemsize_ = 0;
   int64_t sequence_count_ = 0;

@@ -5,6 +5,7 @@ import os
 import random
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,36 @@ def make_dataset(directory, documents=60, seed=0):
     prefix = os.path.join(directory, "corpus")
     weft("preprocess", "--input", text, "--tokenizer", "byte", "--output", prefix)
     return prefix
+
+
+def write_zero_corpus(prefix, documents, doc_tokens):
+    """A Megatron indexed dataset of `documents` documents of `doc_tokens` zero tokens (a valid id
+    in every vocabulary), written cheaply at any size: the .idx (version 1, uint16 tokens) with
+    numpy, the .bin as a sparse file (truncate). Returns the token count."""
+    import numpy as np
+    n = documents
+    with open(prefix + ".idx", "wb") as f:
+        f.write(b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, 8, n, n + 1))
+        f.write(np.full(n, doc_tokens, dtype="<i4").tobytes())
+        f.write((np.arange(n, dtype="<i8") * (2 * doc_tokens)).tobytes())
+        f.write(np.arange(n + 1, dtype="<i8").tobytes())
+    with open(prefix + ".bin", "wb") as f:
+        f.truncate(2 * n * doc_tokens)
+    return n * doc_tokens
+
+
+def drop_page_cache(prefix):
+    """Evicts the clean pages of dataset PREFIX and of its index cache PREFIX.weft_cache/ from the
+    page cache (posix_fadvise DONTNEED), as after a reboot or on another machine."""
+    cache = prefix + ".weft_cache"
+    files = [os.path.join(cache, f) for f in os.listdir(cache)] if os.path.isdir(cache) else []
+    for path in [prefix + ".bin", prefix + ".idx"] + files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def read_metrics(run_dir):
