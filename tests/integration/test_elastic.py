@@ -15,6 +15,9 @@ outside. Scenarios (each bounded in time; everything it started is killed when i
      "NOT RUN" with the reason and counts as a failure, not a pass.
   e. as b's node kill, under torchrun's default shared store (the agent's store outlives rounds
      and keeps their keys): the other two go on with dp 2 and finish.
+  f. a hung worker (fault.hang_rank=1 at step 100, fault.hang_timeout_s=3): it reports itself hung
+     in compute within the timeout + 5 s, exits, torchrun restarts the job, which finishes with
+     the uninterrupted run's losses (within 1e-6).
 For each failure the script prints seconds from the failure to its detection (the first output
 line that reports it), from the failure to the first completed step after recovery, and the steps
 of work lost (last step completed before recovery minus the step resumed from).
@@ -301,6 +304,24 @@ def scenario_kill_worker():
         c.close()
 
 
+def lose_a_node(c, label):
+    """Starts 3 nodes, kills one that runs no rank 0 after step 60, waits until the other two
+    train again and measures it; returns the killed node's index, or None (after a dump)."""
+    for _ in range(3):
+        c.start_node()
+    if not c.wait_step(60):
+        return c.dump()
+    victim = c.victim([1, 2])
+    if victim is None:
+        return c.dump()
+    before = len(c.events("resume"))
+    t = c.kill_node(victim)
+    if not c.wait_recovered("trains again on 2 nodes", t, before):
+        return c.dump()
+    measure(c, label, t)
+    return victim
+
+
 def scenario_shrink_grow():
     """b. 3 nodes (--nnodes=2:3): one killed -> dp 2; a fresh node joins -> dp 3."""
     steps, interval = 600, 20
@@ -310,18 +331,9 @@ def scenario_shrink_grow():
     ref = reference("b", 3, sets, steps)
     c = Cluster("b-shrink-grow", sets, nnodes="2:3")
     try:
-        for _ in range(3):
-            c.start_node()
-        if not c.wait_step(60):
-            return c.dump()
-        victim = c.victim([1, 2])
+        victim = lose_a_node(c, "b. node killed (3 -> 2 nodes)")
         if victim is None:
-            return c.dump()
-        before = len(c.events("resume"))
-        t = c.kill_node(victim)
-        if not c.wait_recovered("trains again on 2 nodes", t, before):
-            return c.dump()
-        measure(c, "b. node killed (3 -> 2 nodes)", t)
+            return
         at = max(s for _, s in c.steps())
         c.wait_step(at + 60)
         t_join = time.monotonic()
@@ -353,18 +365,9 @@ def scenario_shrink_shared_store():
     ref = reference("e", 3, sets, steps)
     c = Cluster("e-shared-store", sets, nnodes="2:3", shared_store=True)
     try:
-        for _ in range(3):
-            c.start_node()
-        if not c.wait_step(60):
-            return c.dump()
-        victim = c.victim([1, 2])
+        victim = lose_a_node(c, "e. node killed, shared store (3 -> 2 nodes)")
         if victim is None:
-            return c.dump()
-        before = len(c.events("resume"))
-        t = c.kill_node(victim)
-        if not c.wait_recovered("trains again on 2 nodes (shared store)", t, before):
-            return c.dump()
-        measure(c, "e. node killed, shared store (3 -> 2 nodes)", t)
+            return
         codes = c.finish()
         alive = [code for i, code in enumerate(codes) if i != victim]
         expect(alive == [0, 0], f"e: the two live agents finish with exit 0 ({codes}, node {victim} killed)")
@@ -373,6 +376,41 @@ def scenario_shrink_shared_store():
                f"e: a resume record with world_size 2 and dp 2 after the kill ({rs})")
         compare("e", c, ref, steps, rel=0.02)
         if alive != [0, 0]:
+            c.dump()
+    finally:
+        c.close()
+
+
+def scenario_hang():
+    """f. a hung worker (fault.hang_rank) under torchrun: its watchdog ends it, the job restarts."""
+    steps, interval, timeout_s = 300, 20, 3
+    sets = [f"train.steps={steps}", f"optim.decay_steps={steps}", f"checkpoint.interval={interval}"]
+    ref = reference("f", 2, sets, steps)
+    c = Cluster("f-hang", [*sets, "fault.hang_rank=1", "fault.hang_step=100", f"fault.hang_timeout_s={timeout_s}"],
+                nnodes="2")
+    try:
+        c.start_node(), c.start_node()
+        codes = c.finish()
+        ok = expect(codes == [0, 0], f"f: both agents finish with exit 0 after the hang ({codes})")
+        hung = [f for f in c.events("fault") if f.get("rank") == 1 and f.get("kind") == "hang"]
+        expect(hung and hung[0].get("op") == "compute" and hung[0].get("step") == 100
+               and timeout_s <= hung[0]["stalled_s"] <= timeout_s + 5,
+               f"f: rank 1 names itself hung in compute at step 100 within fault.hang_timeout_s + 5 s ({hung})")
+        if hung:
+            # Fault records carry wall-clock time; the progress lines, monotonic time.
+            offset = time.time() - time.monotonic()
+            noticed = hung[0]["time"] - offset
+            steps_seen = c.steps()
+            after = [(t, st) for t, st in steps_seen if t > noticed]
+            before = [st for t, st in steps_seen if t <= noticed]
+            recovered = after[0][0] - (noticed - hung[0]["stalled_s"]) if after else None
+            lost = max(before) - (after[0][1] - 1) if before and after else None
+            result = (f"failure -> detected {hung[0]['stalled_s']:.1f} s, -> training again "
+                      f"{'not seen' if recovered is None else '%.1f s' % recovered}; steps lost {lost}")
+            print(f"measured: f. hung worker: {result}", flush=True)
+            SUMMARY.append(("f. hung worker", result))
+        compare("f", c, ref, steps, abs_tol=1e-6)
+        if not ok:
             c.dump()
     finally:
         c.close()
@@ -512,13 +550,13 @@ def scenario_cut_off():
 
 SUMMARY = []
 SCENARIOS = {"a": scenario_kill_worker, "b": scenario_shrink_grow, "c": scenario_spare, "d": scenario_cut_off,
-             "e": scenario_shrink_shared_store}
+             "e": scenario_shrink_shared_store, "f": scenario_hang}
 
 
 def main():
     global PREFIX
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="a,b,c,d,e", help="comma-separated scenarios")
+    parser.add_argument("--only", default="a,b,c,d,e,f", help="comma-separated scenarios")
     chosen = parser.parse_args().only.split(",")
     PREFIX = make_dataset(WORK, documents=200)
     start = time.monotonic()
