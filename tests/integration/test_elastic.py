@@ -62,8 +62,9 @@ class Cluster:
     arrive, and the job's metrics.jsonl. Every process it started carries `marker` (the run
     directory) in its command line, so close() can find and kill them all."""
 
-    def __init__(self, name, sets, nnodes, nproc_per_node=1, netns=None, max_restarts=3, shared_store=False):
-        self.name, self.shared_store = name, shared_store
+    def __init__(self, name, sets, nnodes, nproc_per_node=1, netns=None, max_restarts=3, shared_store=False,
+                 last_call_s=1):
+        self.name, self.shared_store, self.last_call_s = name, shared_store, last_call_s
         self.run_dir = os.path.join(WORK, f"{name}-{uuid.uuid4().hex[:8]}")
         self.sets = [f"run.dir={self.run_dir}", f"data.prefix={PREFIX}", *sets]
         self.nnodes, self.nproc, self.netns, self.max_restarts = nnodes, nproc_per_node, netns, max_restarts
@@ -80,7 +81,8 @@ class Cluster:
     def start_node(self):
         """Starts one more torchrun agent; node 0 hosts the rendezvous store."""
         i = len(self.nodes)
-        conf = RDZV_CONF + (",is_host=1" if i == 0 else ",is_host=0")
+        conf = RDZV_CONF.replace("last_call_timeout=1", f"last_call_timeout={self.last_call_s}")
+        conf += ",is_host=1" if i == 0 else ",is_host=0"
         args = [TORCHRUN, f"--nnodes={self.nnodes}", f"--nproc-per-node={self.nproc}", "--rdzv-backend=c10d",
                 f"--rdzv-endpoint={self.endpoint()}", f"--rdzv-id={os.path.basename(self.run_dir)}",
                 f"--rdzv-conf={conf}", f"--max-restarts={self.max_restarts}", f"--monitor-interval={MONITOR_S}"]
@@ -329,7 +331,10 @@ def scenario_shrink_grow():
     sets = [f"train.steps={steps}", f"optim.decay_steps={steps}", f"checkpoint.interval={interval}",
             "train.global_batch_size=12", "train.micro_batch_size=2", "parallel.timeout_sec=30"]
     ref = reference("b", 3, sets, steps)
-    c = Cluster("b-shrink-grow", sets, nnodes="2:3")
+    # After a join every agent stops its workers (each finishes its step and saves) and rejoins; on
+    # a loaded machine one may come back more than 1 s after the others, so the round waits 3 s
+    # for the third node rather than closing with two.
+    c = Cluster("b-shrink-grow", sets, nnodes="2:3", last_call_s=3)
     try:
         victim = lose_a_node(c, "b. node killed (3 -> 2 nodes)")
         if victim is None:
@@ -351,7 +356,7 @@ def scenario_shrink_grow():
         expect(any(r["world_size"] == 3 and r["dp"] == 3 for r in rs[1:]),
                f"b: a later resume record with world_size 3 and dp 3 after the join ({rs})")
         compare("b", c, ref, steps, rel=0.02)
-        if alive != [0, 0, 0] or not grown:
+        if alive != [0, 0, 0] or not grown or not any(r["world_size"] == 3 for r in rs[1:]):
             c.dump()
     finally:
         c.close()

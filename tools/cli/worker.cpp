@@ -169,7 +169,8 @@ int run_worker(const Config& cfg, const WorkerEnv& env, const std::function<int(
 }
 
 int run_train_worker(const Config& cfg, const WorkerEnv& env) {
-  return run_worker(cfg, env, [&](const ParallelContext& ctx) {
+  bool stopped_by_peer = false;
+  const int rc = run_worker(cfg, env, [&](const ParallelContext& ctx) {
     TrainerOptions topts;
     topts.parallel = &ctx;
     Trainer trainer(cfg, topts);
@@ -182,8 +183,23 @@ int run_train_worker(const Config& cfg, const WorkerEnv& env) {
     if (ctx.is_primary())
       std::printf("train: %s at step %lld, final loss %.4f\n", st.finished ? "finished" : "stopped",
                   (long long)st.step, st.last_loss);
+    stopped_by_peer = !st.finished && g_first_stop_ns.load() == 0;
     return 0;
   });
+  // Stopped, unfinished, because another rank was asked to stop (ranks agree on stopping). Under
+  // torchrun that is usually its agent restarting the job for a membership change, which stops
+  // this node's workers too a moment later; exiting 0 first would tell this node's agent that the
+  // job succeeded, and it would leave the job. So wait for that stop; if none comes (the other
+  // node was preempted or lost), exit non-zero so that this agent restarts the job too.
+  if (rc != 0 || !stopped_by_peer || !std::getenv("TORCHELASTIC_RUN_ID")) return rc;
+  constexpr int kWaitS = 10;
+  LOG(WARNING) << "rank " << env.rank << ": stopped because another rank was asked to stop; waiting up to " << kWaitS
+               << " s for this node's agent to stop this worker too";
+  for (int i = 0; i < kWaitS * 10 && g_first_stop_ns.load() == 0; ++i) usleep(100000);
+  if (g_first_stop_ns.load() != 0) return 0;
+  LOG(WARNING) << "rank " << env.rank << ": no stop came from this node's agent; exiting with code " << kFaultExitCode
+               << " so that it restarts the job";
+  return kFaultExitCode;
 }
 
 }  // namespace weft
