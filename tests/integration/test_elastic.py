@@ -306,9 +306,10 @@ def scenario_kill_worker():
         c.close()
 
 
-def lose_a_node(c, label):
-    """Starts 3 nodes, kills one that runs no rank 0 after step 60, waits until the other two
-    train again and measures it; returns the killed node's index, or None (after a dump)."""
+def lose_a_node(c, label=None, fail=None):
+    """Starts 3 nodes; after step 60 kills one that runs no rank 0 (or calls fail(node)); waits
+    until the other two train again and, given a label, measures it. Returns (the lost node's
+    index, monotonic time of the failure), or None after a dump."""
     for _ in range(3):
         c.start_node()
     if not c.wait_step(60):
@@ -317,11 +318,16 @@ def lose_a_node(c, label):
     if victim is None:
         return c.dump()
     before = len(c.events("resume"))
-    t = c.kill_node(victim)
+    t = time.monotonic()
+    if fail:
+        fail(victim)
+    else:
+        t = c.kill_node(victim)
     if not c.wait_recovered("trains again on 2 nodes", t, before):
         return c.dump()
-    measure(c, label, t)
-    return victim
+    if label:
+        measure(c, label, t)
+    return victim, t
 
 
 def scenario_shrink_grow():
@@ -336,9 +342,10 @@ def scenario_shrink_grow():
     # for the third node rather than closing with two.
     c = Cluster("b-shrink-grow", sets, nnodes="2:3", last_call_s=3)
     try:
-        victim = lose_a_node(c, "b. node killed (3 -> 2 nodes)")
-        if victim is None:
+        lost = lose_a_node(c, "b. node killed (3 -> 2 nodes)")
+        if lost is None:
             return
+        victim = lost[0]
         at = max(s for _, s in c.steps())
         c.wait_step(at + 60)
         t_join = time.monotonic()
@@ -370,9 +377,10 @@ def scenario_shrink_shared_store():
     ref = reference("e", 3, sets, steps)
     c = Cluster("e-shared-store", sets, nnodes="2:3", shared_store=True)
     try:
-        victim = lose_a_node(c, "e. node killed, shared store (3 -> 2 nodes)")
-        if victim is None:
+        lost = lose_a_node(c, "e. node killed, shared store (3 -> 2 nodes)")
+        if lost is None:
             return
+        victim = lost[0]
         codes = c.finish()
         alive = [code for i, code in enumerate(codes) if i != victim]
         expect(alive == [0, 0], f"e: the two live agents finish with exit 0 ({codes}, node {victim} killed)")
@@ -520,18 +528,10 @@ def scenario_cut_off():
             "fault.heartbeat_interval_s=0.5", "fault.heartbeat_timeout_s=3", "fault.hang_timeout_s=10"]
     c = Cluster("d-cut-off", sets, nnodes="2:3", netns=net)
     try:
-        for _ in range(3):
-            c.start_node()
-        if not c.wait_step(60):
-            return c.dump()
-        victim = c.victim([1, 2])
-        if victim is None:
-            return c.dump()
-        before = len(c.events("resume"))
-        t = time.monotonic()
-        net.cut(victim)
-        if not c.wait_recovered("trains again without the cut-off node", t, before):
-            return c.dump()
+        lost = lose_a_node(c, fail=net.cut)
+        if lost is None:
+            return
+        victim, t = lost
         # The cut-off node cannot finish; only the other two agents are waited for.
         cut_agent = c.nodes.pop(victim)
         codes = c.finish()
