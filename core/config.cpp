@@ -330,6 +330,17 @@ std::string to_yaml(const Config& cfg) {
   return std::string(out.c_str()) + "\n";
 }
 
+int64_t FaultConfig::checkpoint_kill_step() const {
+  const std::string& v = kill_during_checkpoint;
+  if (v.empty() || v == "false" || v == "0") return 0;
+  if (v == "true") return -1;
+  char* end = nullptr;
+  const long long step = std::strtoll(v.c_str(), &end, 10);
+  WEFT_CHECK(end && *end == '\0' && step > 0, "config: fault.kill_during_checkpoint must be true, false or a step >= 1, got '",
+             v, "'");
+  return step;
+}
+
 std::string Config::checkpoint_dir() const {
   return checkpoint.dir.empty() ? (std::filesystem::path(run.dir) / "checkpoints").string()
                                 : checkpoint.dir;
@@ -424,12 +435,12 @@ void Config::validate() const {
              "config: fault.heartbeat_timeout_s (", x.heartbeat_timeout_s, ") must be at least twice ",
              "fault.heartbeat_interval_s (", x.heartbeat_interval_s, ")");
   WEFT_CHECK(x.max_bad_steps >= 0 && x.straggler_interval >= 0 && x.nan_count >= 1 && x.kill_step >= 0 &&
-                 x.hang_step >= 0 && x.nan_step >= 0 && x.kill_during_checkpoint >= 0,
+                 x.hang_step >= 0 && x.nan_step >= 0 && x.checkpoint_kill_step() >= -1,
              "config: fault.max_bad_steps, fault.straggler_interval, fault.*_step and ",
              "fault.kill_during_checkpoint must be >= 0 and fault.nan_count >= 1");
   WEFT_CHECK(std::isfinite(x.straggler_factor) && x.straggler_factor > 1, "config: fault.straggler_factor must be > 1, got ",
              x.straggler_factor);
-  WEFT_CHECK((x.kill_step > 0) == (x.kill_rank >= 0) || x.kill_during_checkpoint > 0,
+  WEFT_CHECK((x.kill_step > 0) == (x.kill_rank >= 0) || x.checkpoint_kill_step() != 0,
              "config: fault.kill_rank and fault.kill_step go together (a rank >= 0 and a step >= 1)");
   WEFT_CHECK((x.hang_step > 0) == (x.hang_rank >= 0), "config: fault.hang_rank and fault.hang_step go together ",
              "(a rank >= 0 and a step >= 1)");

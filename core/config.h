@@ -144,7 +144,12 @@ struct FaultConfig {
   int64_t slow_rank = -1;                 // rank slow_rank sleeps slow_ms in every step's compute
   double slow_ms = 0;
   int64_t nan_step = 0, nan_count = 1;    // steps nan_step .. nan_step+nan_count-1 get a NaN loss
-  int64_t kill_during_checkpoint = 0;     // SIGKILL rank max(kill_rank,0) while writing this step's save
+  // SIGKILL rank max(kill_rank, 0) while it writes a checkpoint: "true" (the first save), a step
+  // (that step's save), or "" / "false" (off).
+  std::string kill_during_checkpoint;
+
+  // kill_during_checkpoint as a step: 0 = off, -1 = the first save. Throws weft::Error if malformed.
+  int64_t checkpoint_kill_step() const;
 };
 
 struct Config {

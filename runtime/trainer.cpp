@@ -89,6 +89,7 @@ struct Trainer::State {
   int64_t step = 0, consumed_samples = 0, last_saved = 0;
   std::unique_ptr<FaultInjector> faults;
   int64_t bad_steps = 0;          // consecutive steps skipped for a non-finite gradient
+  bool kill_marked = false;       // fault.kill_during_checkpoint's marker is written
   int64_t rolled_back_to = -1;    // the checkpoint step of the last rollback
   double compute_ms = 0;          // this rank's compute since the last straggler check
   int64_t compute_steps = 0;
@@ -510,8 +511,12 @@ void Trainer::notify(const StepMetrics& m) {
 void Trainer::save() {
   auto& s = *s_;
   ProgressScope scope(OpKind::kCheckpoint, str("saving step ", s.step));
-  if (s.step == s.faults->kill_during_checkpoint() && (s.ctx ? s.ctx->rank() : 0) == std::max<int64_t>(cfg_.fault.kill_rank, 0))
+  const int64_t kill_at = s.faults->kill_during_checkpoint();
+  if (kill_at != 0 && (kill_at == -1 || kill_at == s.step) && !s.kill_marked &&
+      (s.ctx ? s.ctx->rank() : 0) == std::max<int64_t>(cfg_.fault.kill_rank, 0)) {
+    s.kill_marked = true;
     s.faults->mark_fired(str("fault.kill_during_checkpoint: SIGKILL while writing step ", s.step).c_str());
+  }
   s.checkpointer->save(s.step, s.consumed_samples);
   report_saves(s.checkpointer->poll());
   s.last_saved = s.step;

@@ -70,7 +70,8 @@ void point(const char* name) {
   bool by_step = false;
   {
     std::lock_guard<std::mutex> lock(g_mu);
-    by_step = g_by_step.point == name && g_step.load() == g_by_step.save && g_rank.load() == g_by_step.rank;
+    by_step = g_by_step.point == name && g_rank.load() == g_by_step.rank &&
+              (g_by_step.save == -1 ? g_save.load() == 1 : g_step.load() == g_by_step.save);
   }
   if (!by_step && (a.point != name || g_save.load() != a.save || g_rank.load() != a.rank)) return;
   LOG(ERROR) << "fault injection: rank " << g_rank.load() << " dies at checkpoint point '" << name << "' of the save of step "

@@ -16,8 +16,9 @@ namespace weft::fault {
 void set_rank(int64_t rank);
 // A save of the state after `step` optimizer steps starts: later points count against it.
 void begin_save(int64_t step);
-// Arms `point` (one of the names above) for the save of `step` on `rank`, in addition to the
-// environment (config fault.kill_during_checkpoint uses it). Call before that save starts.
+// Arms `point` (one of the names above) for the save of `step` (-1: the first save this process
+// starts) on `rank`, in addition to the environment (config fault.kill_during_checkpoint uses it).
+// Call before that save starts.
 void arm_at_step(const char* point, int64_t step, int64_t rank);
 // Dies here (SIGKILL to this process) when armed for `point`, the current save and this rank.
 void point(const char* name);

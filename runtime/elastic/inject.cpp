@@ -15,7 +15,7 @@ namespace weft {
 FaultInjector::FaultInjector(const FaultConfig& cfg, int64_t rank, int64_t restart_count, std::string run_dir)
     : cfg_(cfg), rank_(rank), marker_((std::filesystem::path(run_dir) / ".weft_fault_fired").string()) {
   const bool any = cfg_.kill_step > 0 || cfg_.hang_step > 0 || cfg_.slow_rank >= 0 || cfg_.nan_step > 0 ||
-                   cfg_.kill_during_checkpoint > 0;
+                   cfg_.checkpoint_kill_step() != 0;
   if (!any) return;
   std::error_code ec;
   armed_ = restart_count == 0 && !std::filesystem::exists(marker_, ec);

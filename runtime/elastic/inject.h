@@ -28,8 +28,8 @@ class FaultInjector {
   // every rank alike. After disarm_nan() never again (a rollback replays those steps).
   bool nan_at(int64_t step);
   void disarm_nan() { nan_done_ = true; }
-  // The step whose checkpoint write kills rank max(kill_rank, 0), or 0.
-  int64_t kill_during_checkpoint() const { return armed_ ? cfg_.kill_during_checkpoint : 0; }
+  // The step whose checkpoint write kills rank max(kill_rank, 0): 0 = none, -1 = the first save.
+  int64_t kill_during_checkpoint() const { return armed_ ? cfg_.checkpoint_kill_step() : 0; }
   // Writes the marker (before a fault fires).
   void mark_fired(const char* what);
 

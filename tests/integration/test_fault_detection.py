@@ -190,6 +190,11 @@ def main():
     ok, diff = same_losses(run, ref, range(5, STEPS + 1))
     expect(p.returncode == 0 and ok, f"re-run: resumes from step 4, the fault does not fire again, losses are the "
                                      f"uninterrupted run's (exit {p.returncode}; {diff})")
+    run = os.path.join(work, "kill_first_ckpt")
+    p = train(run, "fault.kill_during_checkpoint=true", "fault.kill_rank=1")
+    expect(p.returncode != 0 and not os.path.exists(os.path.join(run, "checkpoints", "latest")),
+           f"kill_during_checkpoint=true: rank 1 dies in the first save (step 4), no checkpoint is complete "
+           f"(exit {p.returncode})")
     report()
 
 

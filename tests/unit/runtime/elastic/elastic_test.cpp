@@ -70,8 +70,17 @@ TEST(FaultConfig, ValidatesItsKeys) {
   c.fault.hang_timeout_s = -1;
   EXPECT_NE(error_of([&] { c.validate(); }).find("fault.hang_timeout_s must be >= 0"), std::string::npos);
   Config ok;
-  ok.fault.kill_during_checkpoint = 8;  // rank 0 by default
+  ok.fault.kill_during_checkpoint = "8";  // rank 0 by default
   EXPECT_EQ(error_of([&] { ok.validate(); }), "");
+  EXPECT_EQ(ok.fault.checkpoint_kill_step(), 8);
+  ok.fault.kill_during_checkpoint = "true";  // the first save
+  EXPECT_EQ(ok.fault.checkpoint_kill_step(), -1);
+  ok.fault.kill_during_checkpoint = "false";
+  EXPECT_EQ(ok.fault.checkpoint_kill_step(), 0);
+  c = Config();
+  c.fault.kill_during_checkpoint = "soon";
+  EXPECT_NE(error_of([&] { c.validate(); }).find("fault.kill_during_checkpoint must be true, false or a step"),
+            std::string::npos);
   // Every key reads from YAML and --set.
   apply_override(ok, "fault.nan_step=5");
   apply_override(ok, "fault.slow_ms=12.5");
