@@ -270,15 +270,20 @@ void Trainer::train_loop() {
     if (!s.stopping && cfg_.checkpoint.interval > 0 && s.step % cfg_.checkpoint.interval == 0) save();
   }
   // Every rank learns how the saves so far ended before deciding on the last one together.
-  report_saves(s.checkpointer->finish());
+  report_saves(finish_saves());
   // The last state is always saved; so is step 0 of a run that trains no step. Not after a failed
   // save stopped training (checkpoint.on_error=stop).
   if (s.save_error.empty() && (s.step != s.last_saved || (s.step == first_step && first_step == 0))) save();
-  report_saves(s.checkpointer->finish());
+  report_saves(finish_saves());
   WEFT_CHECK(s.save_error.empty(), "training stopped at step ", s.step, " (checkpoint.on_error=stop): ", s.save_error);
   // on_error=continue tolerates a failed save mid-run, not losing the last state.
   WEFT_CHECK(s.failed_saves == 0, "the last checkpoint (step ", s.step, ") could not be saved, so the steps since the ",
              "last complete checkpoint are lost: ", s.last_save_error);
+}
+
+std::vector<SaveOutcome> Trainer::finish_saves() {
+  ProgressScope scope(OpKind::kCheckpoint, "waiting for the checkpoint writer");
+  return s_->checkpointer->finish();
 }
 
 void Trainer::report_saves(const std::vector<SaveOutcome>& outcomes) {
@@ -315,7 +320,10 @@ StepMetrics Trainer::train_step() {
   // update (the step and its data still count, as in Megatron's skipped iterations).
   const bool finite = std::isfinite(grad_norm);
   if (finite) {
-    s.checkpointer->before_optimizer_step();  // a snapshot being copied must not see this update
+    {
+      ProgressScope scope(OpKind::kCheckpoint, "waiting for the snapshot copy");
+      s.checkpointer->before_optimizer_step();  // a snapshot being copied must not see this update
+    }
     s.model->optimizer().step(lr);
   }
   s.bad_steps = finite ? 0 : s.bad_steps + 1;
@@ -376,7 +384,7 @@ void Trainer::check_stragglers(double compute_ms) {
 
 void Trainer::roll_back() {
   auto& s = *s_;
-  report_saves(s.checkpointer->finish());
+  report_saves(finish_saves());
   const auto latest = find_latest_checkpoint(cfg_.checkpoint_dir());
   WEFT_CHECK(latest, s.bad_steps, " consecutive steps up to step ", s.step, " had a non-finite gradient ",
              "(fault.max_bad_steps=", cfg_.fault.max_bad_steps, ") and there is no checkpoint in ", cfg_.checkpoint_dir(),
@@ -537,6 +545,7 @@ double Trainer::evaluate_valid() {
   StageStep step;
   step.forward = [&](int64_t i, int64_t chunk, const at::Tensor& input) {
     const int64_t stage = s.stage_of(chunk);
+    ProgressScope scope(OpKind::kCompute, str("validation forward of micro-batch ", i, " (stage ", stage, ")"));
     MicroBatch mb;
     if (stage == 0 || stage == S - 1) mb = make_micro_batch(*s.valid_data, windows[i].first, windows[i].second, t.seq_len);
     ComputeGuard compute(cfg_.precision, s.device);

@@ -99,6 +99,8 @@ class Trainer {
   double evaluate_valid();
   void save();
   void report_saves(const std::vector<SaveOutcome>& outcomes);
+  // Checkpointer::finish(), marked as a checkpoint operation for the hang watchdog.
+  std::vector<SaveOutcome> finish_saves();
   void notify(const StepMetrics& m);
   Config cfg_;
   TrainerOptions opts_;
