@@ -267,7 +267,15 @@ void Trainer::train_loop() {
       for (auto& cb : callbacks) cb(s.step, vloss);
     }
     // Stopping (agreed over ranks): the save after the loop is the last one.
-    if (!s.stopping && cfg_.checkpoint.interval > 0 && s.step % cfg_.checkpoint.interval == 0) save();
+    if (!s.stopping && cfg_.checkpoint.interval > 0 && s.step % cfg_.checkpoint.interval == 0) {
+      // Not in a run of skipped steps that may yet roll back: the rollback target must be the state
+      // before the run (to replay its steps), and this save would also retire an older checkpoint.
+      if (cfg_.fault.max_bad_steps > 0 && s.bad_steps > 0)
+        LOG(WARNING) << "checkpoint of step " << s.step << " not saved: the step's update was skipped (" << s.bad_steps
+                     << " non-finite in a row); a rollback returns to the checkpoint before them";
+      else
+        save();
+    }
   }
   // Every rank learns how the saves so far ended before deciding on the last one together.
   report_saves(finish_saves());

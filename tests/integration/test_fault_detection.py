@@ -16,7 +16,9 @@ with 2 (or 3) local processes (`weft train --nproc`), checkpoint.interval=4, 12 
   third waits as a spare and exits 0; the resume record says world_size 2, dp 2, spares 1; the
   losses are those of the 2-process run;
 - fault.kill_during_checkpoint kills a rank while it writes that save; the re-run resumes from
-  the checkpoint before it, and the losses are the uninterrupted run's.
+  the checkpoint before it, and the losses are the uninterrupted run's;
+- a periodic save falling inside a run of non-finite steps is not taken, so the rollback returns
+  to the checkpoint before the run and replays it with the uninterrupted losses.
 Timings printed here (detection latency) are measurements, not assertions beyond the issue's
 bounds, which are generous on a loaded 2-core machine."""
 import os
@@ -195,7 +197,20 @@ def main():
     expect(p.returncode != 0 and not os.path.exists(os.path.join(run, "checkpoints", "latest")),
            f"kill_during_checkpoint=true: rank 1 dies in the first save (step 4), no checkpoint is complete "
            f"(exit {p.returncode})")
+    streaks_restarts_and_stops(work, ref)
     report()
+
+
+def streaks_restarts_and_stops(work, ref):
+    # Saves every 2 steps, NaN in steps 6..8, rollback after 3: the save due at step 6 (a skipped
+    # update) is not taken, so the rollback goes to step 4 and replays 5..12 exactly.
+    run = os.path.join(work, "nan_streak_save")
+    p = train(run, "checkpoint.interval=2", "fault.nan_step=6", "fault.nan_count=3", "fault.max_bad_steps=3")
+    rb = events(run, "rollback")
+    ok, diff = same_losses(run, ref, range(5, STEPS + 1))
+    expect(p.returncode == 0 and [(r["from_step"], r["step"]) for r in rb] == [(8, 4)] and ok,
+           f"nan 6..8, saves every 2 steps, max_bad_steps=3: no save inside the NaN run, rolled back from step 8 to 4, "
+           f"steps 5..12 replay the uninterrupted losses (exit {p.returncode}, rollback {rb}, differing {diff})")
 
 
 if __name__ == "__main__":
