@@ -33,7 +33,8 @@ class Reporter {
   // How a save ended: {"event":"checkpoint", step, dir, blocking_ms, total_ms, bytes, async}, or
   // {"event":"checkpoint_failed", step, error, consecutive_failures} (also logged).
   void checkpoint(const SaveOutcome& o, int64_t consecutive_failures);
-  // A resume at `step`: records of later steps (from a run that crashed after them) are dropped.
+  // A start (or rollback) at `step`, 0 for a fresh one: records of later steps (from an attempt that
+  // crashed after them) are dropped.
   void resumed_at(int64_t step);
   // Any other event record ({"event": ..., ...}).
   void event(const nlohmann::json& record);

@@ -193,7 +193,6 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
   if (auto& r = restored) {
     const double load_ms = ms_since(restore_start);
     s.step = r->step, s.consumed_samples = r->consumed_samples;
-    if (r->resumed) s.reporter->resumed_at(s.step);
     for (const auto& [dir, error] : r->skipped)
       s.reporter->event({{"event", "checkpoint_fallback"}, {"from", dir}, {"to", r->dir}, {"error", error}});
     LOG(INFO) << (r->resumed ? "resumed from " : "initialised weights from ") << r->dir << " at step " << s.step
@@ -204,6 +203,9 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
       s.reporter->event({{"event", "init_from"}, {"step", s.step}, {"checkpoint", r->dir}, {"load_ms", load_ms}});
     }
   }
+  // Every start, also one from step 0 (a restart before the first checkpoint): the rows an earlier
+  // attempt logged past this step are about to be redone.
+  s.reporter->resumed_at(s.step);
   status_.step = s.step;
   status_.total_steps = cfg_.train.steps;
 }

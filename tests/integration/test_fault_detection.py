@@ -18,7 +18,9 @@ with 2 (or 3) local processes (`weft train --nproc`), checkpoint.interval=4, 12 
 - fault.kill_during_checkpoint kills a rank while it writes that save; the re-run resumes from
   the checkpoint before it, and the losses are the uninterrupted run's;
 - a periodic save falling inside a run of non-finite steps is not taken, so the rollback returns
-  to the checkpoint before the run and replays it with the uninterrupted losses.
+  to the checkpoint before the run and replays it with the uninterrupted losses;
+- a job that dies before its first checkpoint and starts over leaves one row per step in
+  metrics.jsonl (the earlier attempt's rows are dropped, as on a resume).
 Timings printed here (detection latency) are measurements, not assertions beyond the issue's
 bounds, which are generous on a loaded 2-core machine."""
 import os
@@ -211,6 +213,17 @@ def streaks_restarts_and_stops(work, ref):
     expect(p.returncode == 0 and [(r["from_step"], r["step"]) for r in rb] == [(8, 4)] and ok,
            f"nan 6..8, saves every 2 steps, max_bad_steps=3: no save inside the NaN run, rolled back from step 8 to 4, "
            f"steps 5..12 replay the uninterrupted losses (exit {p.returncode}, rollback {rb}, differing {diff})")
+
+    # Killed before the first checkpoint (step 4): the re-run starts over from step 0.
+    run = os.path.join(work, "restart_fresh")
+    p = train(run, "fault.kill_rank=1", "fault.kill_step=3")
+    expect(p.returncode != 0, f"kill_step=3 before any checkpoint: the job fails (exit {p.returncode})")
+    p = train(run, "fault.kill_rank=1", "fault.kill_step=3")
+    steps = [r["step"] for r in read_metrics(run) if "event" not in r]
+    ok, diff = same_losses(run, ref, range(1, STEPS + 1))
+    expect(p.returncode == 0 and steps == list(range(1, STEPS + 1)) and ok,
+           f"re-run from step 0: metrics.jsonl has one row per step, in order, with the uninterrupted losses "
+           f"(exit {p.returncode}; steps {steps}; {diff})")
 
 
 if __name__ == "__main__":
