@@ -20,7 +20,9 @@ with 2 (or 3) local processes (`weft train --nproc`), checkpoint.interval=4, 12 
 - a periodic save falling inside a run of non-finite steps is not taken, so the rollback returns
   to the checkpoint before the run and replays it with the uninterrupted losses;
 - a job that dies before its first checkpoint and starts over leaves one row per step in
-  metrics.jsonl (the earlier attempt's rows are dropped, as on a resume).
+  metrics.jsonl (the earlier attempt's rows are dropped, as on a resume);
+- SIGINT to the launcher of a job with a spare: the training ranks save and every worker, the
+  spare too, exits 0, and so does the launcher.
 Timings printed here (detection latency) are measurements, not assertions beyond the issue's
 bounds, which are generous on a loaded 2-core machine."""
 import os
@@ -203,6 +205,24 @@ def main():
     report()
 
 
+def start_until(run, sets, nproc, step):
+    """Starts `weft train`; returns (process, output lines) once rank 0 printed step `step`."""
+    proc = subprocess.Popen(args(run, *sets, nproc=nproc), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace")
+    lines, reached = [], threading.Event()
+
+    def drain():  # keeps the pipe flowing so the launcher never blocks on it
+        for line in proc.stdout:
+            lines.append(line)
+            if f"[rank 0] step {step}/" in line:
+                reached.set()
+        reached.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    reached.wait(GUARD_S)
+    return proc, lines
+
+
 def streaks_restarts_and_stops(work, ref):
     # Saves every 2 steps, NaN in steps 6..8, rollback after 3: the save due at step 6 (a skipped
     # update) is not taken, so the rollback goes to step 4 and replays 5..12 exactly.
@@ -224,6 +244,20 @@ def streaks_restarts_and_stops(work, ref):
     expect(p.returncode == 0 and steps == list(range(1, STEPS + 1)) and ok,
            f"re-run from step 0: metrics.jsonl has one row per step, in order, with the uninterrupted losses "
            f"(exit {p.returncode}; steps {steps}; {diff})")
+
+    # Ctrl-C with a spare: 3 processes, 2 train.
+    run = os.path.join(work, "spare_sigint")
+    proc, lines = start_until(run, ["train.steps=2000", "optim.decay_steps=2000"], 3, 3)
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=GUARD_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    out = "".join(lines)
+    expect(proc.returncode == 0 and "all 3 workers exited cleanly" in out and "[rank 0] train: stopped at step" in out,
+           f"SIGINT to the launcher with a spare: the job saves and exits 0, the spare too (exit {proc.returncode}; "
+           f"{[ln.strip() for ln in lines if 'launcher' in ln][-2:]})")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,10 @@ extern "C" void stop_worker(int sig) {
   raise(sig);
 }
 
+std::atomic<bool> g_spare_stop{false};  // a spare got SIGINT/SIGTERM
+
+extern "C" void stop_spare(int) { g_spare_stop.store(true); }
+
 extern "C" void announce_and_die(int sig) {
   char msg[64];
   const int n = std::snprintf(msg, sizeof(msg), "worker pid %d got signal %d\n", getpid(), sig);
@@ -107,9 +111,23 @@ int run_spare(const WorkerEnv& env, const ParallelDims& dims, std::chrono::milli
               (long long)env.rank, (long long)env.world_size, (long long)dims.world_size(), dims.describe().c_str());
   LOG(WARNING) << "rank " << env.rank << " is a spare (" << env.world_size << " processes, layout " << dims.describe() << ")";
   StoreClient store(env, "spares/", timeout, /*member=*/true);
-  for (;;) {  // the store going away (rank 0 died) throws: the job failed, and so does this process
-    if (store.add(str("done_", env.world_size), 0) > 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // SIGINT/SIGTERM (Ctrl-C forwarded by the launcher, or torchrun stopping its workers): a spare has
+  // nothing to finish or save, so it leaves cleanly at once; dying of the signal would make the
+  // launcher report a failed job while the training ranks finish their step and save.
+  signal(SIGTERM, stop_spare);
+  signal(SIGINT, stop_spare);
+  for (int tick = 0; !g_spare_stop.load(); ++tick) {
+    // The store going away (rank 0 died) throws: the job failed, and so does this process.
+    if (tick % 5 == 0 && store.add(str("done_", env.world_size), 0) > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (g_spare_stop.load()) {
+    LOG(WARNING) << "rank " << env.rank << " (a spare) got a stop signal; exiting";
+    try {
+      store.add(str("acked_", env.world_size), 1);  // rank 0 need not wait for it at the end
+    } catch (const std::exception&) {
+    }
+    return 0;
   }
   store.add(str("acked_", env.world_size), 1);
   return 0;
