@@ -433,11 +433,22 @@ void Config::validate() const {
     WEFT_CHECK(std::isfinite(v) && v >= 0, "config: ", key, " must be >= 0 (0 = off), got ", v);
   WEFT_CHECK(x.heartbeat_interval_s == 0 || x.heartbeat_timeout_s >= 2 * x.heartbeat_interval_s,
              "config: fault.heartbeat_timeout_s (", x.heartbeat_timeout_s, ") must be at least twice ",
-             "fault.heartbeat_interval_s (", x.heartbeat_interval_s, ")");
-  WEFT_CHECK(x.max_bad_steps >= 0 && x.straggler_interval >= 0 && x.nan_count >= 1 && x.kill_step >= 0 &&
-                 x.hang_step >= 0 && x.nan_step >= 0 && x.checkpoint_kill_step() >= -1,
-             "config: fault.max_bad_steps, fault.straggler_interval, fault.*_step and ",
-             "fault.kill_during_checkpoint must be >= 0 and fault.nan_count >= 1");
+             "fault.heartbeat_interval_s (", x.heartbeat_interval_s, "); fault.heartbeat_interval_s=0 turns heartbeats off");
+  for (const auto& [v, key] : {std::pair{x.max_bad_steps, "fault.max_bad_steps"}, {x.straggler_interval, "fault.straggler_interval"}})
+    WEFT_CHECK(v >= 0, "config: ", key, " must be >= 0 (0 = off), got ", v);
+  WEFT_CHECK(x.nan_count >= 1, "config: fault.nan_count must be >= 1, got ", x.nan_count);
+  // An injected fault set for a step the run never reaches would silently not fire: the drill
+  // would look like a recovery that worked.
+  const int64_t kdc = x.checkpoint_kill_step(), every = checkpoint.interval;  // throws if malformed
+  for (const auto& [v, key] : {std::pair{x.kill_step, "fault.kill_step"}, {x.hang_step, "fault.hang_step"},
+                               {x.nan_step, "fault.nan_step"}, {std::max<int64_t>(kdc, 0), "fault.kill_during_checkpoint"}}) {
+    WEFT_CHECK(v >= 0, "config: ", key, " must be a step >= 1, or 0 = off; got ", v);
+    WEFT_CHECK(v <= train.steps, "config: ", key, " (", v, ") is after the last step (train.steps=", train.steps,
+               "), so the fault would never fire; pick a step in 1..", train.steps);
+  }
+  WEFT_CHECK(kdc <= 0 || kdc == train.steps || (every > 0 && kdc % every == 0), "config: fault.kill_during_checkpoint (",
+             kdc, ") is not a step that saves a checkpoint (checkpoint.interval=", every, ", train.steps=", train.steps,
+             "), so the fault would never fire; pick a multiple of checkpoint.interval, train.steps, or true (the first save)");
   WEFT_CHECK(std::isfinite(x.straggler_factor) && x.straggler_factor > 1, "config: fault.straggler_factor must be > 1, got ",
              x.straggler_factor);
   WEFT_CHECK((x.kill_step > 0) == (x.kill_rank >= 0) || x.checkpoint_kill_step() != 0,

@@ -176,6 +176,15 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
 
   s.faults = std::make_unique<FaultInjector>(cfg_.fault, s.ctx ? s.ctx->rank() : 0,
                                              s.ctx ? s.ctx->env().restart_count : 0, cfg_.run.dir);
+  if (s.faults->armed()) {
+    // A drill aimed at a rank that does not train (beyond the layout, or a spare) would never fire.
+    const auto& f = cfg_.fault;
+    for (const auto& [r, key] : {std::pair{f.kill_rank, "fault.kill_rank"}, {f.hang_rank, "fault.hang_rank"},
+                                 {f.slow_rank, "fault.slow_rank"}})
+      WEFT_CHECK(r < s.dims.world_size(), "config: ", key, " (", r, ") is not a training rank (this job trains on ",
+                 s.dims.world_size(), " rank(s)), so the fault would never fire; pick a rank in 0..",
+                 s.dims.world_size() - 1);
+  }
   if (const int64_t at = s.faults->kill_during_checkpoint())
     fault::arm_at_step("write", at, std::max<int64_t>(cfg_.fault.kill_rank, 0));
 

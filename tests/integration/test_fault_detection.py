@@ -22,7 +22,8 @@ with 2 (or 3) local processes (`weft train --nproc`), checkpoint.interval=4, 12 
 - a job that dies before its first checkpoint and starts over leaves one row per step in
   metrics.jsonl (the earlier attempt's rows are dropped, as on a resume);
 - SIGINT to the launcher of a job with a spare: the training ranks save and every worker, the
-  spare too, exits 0, and so does the launcher.
+  spare too, exits 0, and so does the launcher;
+- an injected fault aimed at a rank that does not train is refused, naming the key.
 Timings printed here (detection latency) are measurements, not assertions beyond the issue's
 bounds, which are generous on a loaded 2-core machine."""
 import os
@@ -233,6 +234,11 @@ def streaks_restarts_and_stops(work, ref):
     expect(p.returncode == 0 and [(r["from_step"], r["step"]) for r in rb] == [(8, 4)] and ok,
            f"nan 6..8, saves every 2 steps, max_bad_steps=3: no save inside the NaN run, rolled back from step 8 to 4, "
            f"steps 5..12 replay the uninterrupted losses (exit {p.returncode}, rollback {rb}, differing {diff})")
+
+    # A drill aimed at a rank that does not exist would never fire: refused before training.
+    p = train(os.path.join(work, "no_such_rank"), "fault.kill_rank=2", "fault.kill_step=3")
+    expect(p.returncode != 0 and "fault.kill_rank (2) is not a training rank" in error_line(p),
+           f"kill_rank=2 of 2 ranks: refused naming the key ({error_line(p)})")
 
     # Killed before the first checkpoint (step 4): the re-run starts over from step 0.
     run = os.path.join(work, "restart_fresh")

@@ -69,7 +69,37 @@ TEST(FaultConfig, ValidatesItsKeys) {
   c = Config();
   c.fault.hang_timeout_s = -1;
   EXPECT_NE(error_of([&] { c.validate(); }).find("fault.hang_timeout_s must be >= 0"), std::string::npos);
+  // Each bad value is refused naming its own key and value.
+  c = Config();
+  c.fault.max_bad_steps = -1;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("fault.max_bad_steps must be >= 0 (0 = off), got -1"), std::string::npos);
+  c = Config();
+  c.fault.nan_count = 0;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("fault.nan_count must be >= 1, got 0"), std::string::npos);
+  c = Config();
+  c.fault.heartbeat_timeout_s = 0;  // "0 = off" is the interval's
+  EXPECT_NE(error_of([&] { c.validate(); }).find("fault.heartbeat_interval_s=0 turns heartbeats off"), std::string::npos);
+  // A fault the run can never reach is refused rather than silently not fired.
+  c = Config();
+  c.train.steps = 12, c.fault.nan_step = 13;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("fault.nan_step (13) is after the last step (train.steps=12)"),
+            std::string::npos);
+  c = Config();
+  c.train.steps = 12, c.fault.hang_rank = 0, c.fault.hang_step = 20;
+  EXPECT_NE(error_of([&] { c.validate(); }).find("fault.hang_step (20) is after the last step"), std::string::npos);
+  c = Config();
+  c.train.steps = 12, c.checkpoint.interval = 4, c.fault.kill_during_checkpoint = "6";
+  EXPECT_NE(error_of([&] { c.validate(); }).find("fault.kill_during_checkpoint (6) is not a step that saves a checkpoint"),
+            std::string::npos);
+  c.checkpoint.interval = 0;  // only the last step saves
+  c.fault.kill_during_checkpoint = "8";
+  EXPECT_NE(error_of([&] { c.validate(); }).find("fault.kill_during_checkpoint (8) is not a step"), std::string::npos);
+  c.fault.kill_during_checkpoint = "12";
+  EXPECT_EQ(error_of([&] { c.validate(); }), "");
+  c.fault.kill_during_checkpoint = "true";  // the first save, whichever step
+  EXPECT_EQ(error_of([&] { c.validate(); }), "");
   Config ok;
+  ok.checkpoint.interval = 4;  // step 8 saves
   ok.fault.kill_during_checkpoint = "8";  // rank 0 by default
   EXPECT_EQ(error_of([&] { ok.validate(); }), "");
   EXPECT_EQ(ok.fault.checkpoint_kill_step(), 8);
