@@ -21,6 +21,7 @@ with 2 (or 3) local processes (`weft train --nproc`), checkpoint.interval=4, 12 
   to the checkpoint before the run and replays it with the uninterrupted losses;
 - a job that dies before its first checkpoint and starts over leaves one row per step in
   metrics.jsonl (the earlier attempt's rows are dropped, as on a resume);
+- a validation pass longer than fault.hang_timeout_s (each micro-batch well within it) is no hang;
 - SIGINT to the launcher of a job with a spare: the training ranks save and every worker, the
   spare too, exits 0, and so does the launcher;
 - an injected fault aimed at a rank that does not train is refused, naming the key.
@@ -250,6 +251,17 @@ def streaks_restarts_and_stops(work, ref):
     expect(p.returncode == 0 and steps == list(range(1, STEPS + 1)) and ok,
            f"re-run from step 0: metrics.jsonl has one row per step, in order, with the uninterrupted losses "
            f"(exit {p.returncode}; steps {steps}; {diff})")
+
+    # A validation pass over ~90% of a larger corpus takes seconds; each micro-batch milliseconds.
+    os.makedirs(os.path.join(work, "big"))
+    big = make_dataset(os.path.join(work, "big"), documents=8000)
+    run = os.path.join(work, "long_eval")
+    p = train(run, "data.prefix=" + big, "data.split=10,90", "train.steps=4", "optim.decay_steps=4",
+              "train.eval_interval=2", "train.eval_batches=1000000", "fault.hang_timeout_s=1")
+    evals = [e["step"] for e in events(run, "eval")]
+    expect(p.returncode == 0 and evals == [2, 4] and not events(run, "fault"),
+           f"validation passes longer than fault.hang_timeout_s=1 are no hang (exit {p.returncode}: "
+           f"{error_line(p) if p.returncode else ''}; evals at {evals}; faults {events(run, 'fault')})")
 
     # Ctrl-C with a spare: 3 processes, 2 train.
     run = os.path.join(work, "spare_sigint")
