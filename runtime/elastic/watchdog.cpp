@@ -42,6 +42,7 @@ Watchdog::Watchdog(const FaultConfig& cfg, const ParallelContext* ctx, std::stri
   }
   if (cfg_.hang_timeout_s <= 0 && !store_) return;
   thread_ = std::thread([this] { loop(); });
+  if (store_) beat_thread_ = std::thread([this] { beat_loop(); });
 }
 
 Watchdog::~Watchdog() { stop(false); }
@@ -53,6 +54,8 @@ void Watchdog::stop(bool clean) {
     stopping_ = true;
   }
   cv_.notify_all();
+  // The heartbeats first: while one is blocked on a frozen store, loop() still ends the process.
+  if (beat_thread_.joinable()) beat_thread_.join();
   if (thread_.joinable()) thread_.join();
   if (clean && store_) {
     try {
@@ -65,14 +68,9 @@ void Watchdog::stop(bool clean) {
 
 void Watchdog::loop() {
   const int64_t hang_ns = int64_t(cfg_.hang_timeout_s * 1e9);
-  const int64_t beat_ns = store_ ? int64_t(cfg_.heartbeat_interval_s * 1e9) : 0;
   const int64_t silent_ns = int64_t(cfg_.heartbeat_timeout_s * 1e9);
-  const int64_t peer = (rank_ + 1) % world_;
-  int64_t peer_count = -1, peer_seen_ns = monotonic_ns(), next_beat_ns = 0;
-  bool peer_left = false;
-  // Wake often enough to notice a hang within a quarter of a second of its timeout.
-  auto tick = std::chrono::milliseconds(250);
-  if (beat_ns > 0) tick = std::min(tick, std::chrono::milliseconds(std::max<int64_t>(beat_ns / 1000000, 10)));
+  // Wake often enough to notice a hang or a stuck store call within a quarter of a second.
+  const auto tick = std::chrono::milliseconds(250);
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -94,9 +92,34 @@ void Watchdog::loop() {
         die(std::move(r));
       }
     }
-    if (beat_ns == 0 || now < next_beat_ns) continue;
-    next_beat_ns = now + beat_ns;
+    // A heartbeat round trip pending this long: the store's host is frozen or cut off.
+    const int64_t call = store_call_ns_.load();
+    if (call > 0 && now - call > silent_ns) {
+      FaultReport r;
+      r.kind = "store_lost", r.rank = rank_, r.step = progress_state().step;
+      r.stalled_s = double(now - call) / 1e9;
+      r.message = str("rank ", rank_, ": the job's store did not answer a heartbeat for ", int64_t(r.stalled_s * 10) / 10.0,
+                      " s (fault.heartbeat_timeout_s=", cfg_.heartbeat_timeout_s,
+                      "): its host (rank 0 or the rendezvous host) is frozen or cut off; exiting so the job restarts");
+      die(std::move(r));
+    }
+  }
+}
+
+void Watchdog::beat_loop() {
+  const int64_t beat_ns = int64_t(cfg_.heartbeat_interval_s * 1e9);
+  const int64_t silent_ns = int64_t(cfg_.heartbeat_timeout_s * 1e9);
+  const int64_t peer = (rank_ + 1) % world_;
+  int64_t peer_count = -1, peer_seen_ns = monotonic_ns();
+  bool peer_left = false;
+  const auto tick = std::chrono::milliseconds(std::max<int64_t>(beat_ns / 1000000, 10));
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (cv_.wait_for(lock, tick, [&] { return stopping_; })) return;
+    }
     try {
+      store_call_ns_.store(monotonic_ns());
       store_->add(str("hb/", rank_), 1);
       if (store_->add("abort", 0) > 0) {
         FaultReport r;
@@ -105,8 +128,11 @@ void Watchdog::loop() {
                         "); exiting so the job restarts");
         die(std::move(r));
       }
-      if (peer_left || peer == rank_) continue;
-      const int64_t count = store_->add(str("hb/", peer), 0);
+      const bool watch = !peer_left && peer != rank_;
+      const int64_t count = watch ? store_->add(str("hb/", peer), 0) : 0;
+      store_call_ns_.store(0);
+      if (!watch) continue;
+      const int64_t now = monotonic_ns();
       if (count >= kLeft) {
         peer_left = true;
       } else if (count != peer_count) {
@@ -131,6 +157,10 @@ void Watchdog::loop() {
 }
 
 void Watchdog::die(FaultReport r) {
+  // Both threads may find a fault at once: the first reports and exits, the other waits for it.
+  static std::atomic<bool> dying{false};
+  if (dying.exchange(true))
+    for (;;) ::pause();
   LOG(ERROR) << r.message;
   std::fprintf(stderr, "weft: %s\n", r.message.c_str());
   std::fflush(stderr);

@@ -1,6 +1,6 @@
 // Turns hangs and dead peers into a prompt, explained exit, so that the launcher (torchrun, Slurm,
 // Kubernetes, `weft train --nproc`) restarts the job from its newest checkpoint in seconds rather
-// than after a collective timeout. One background thread per worker:
+// than after a collective timeout. Background threads per worker:
 //  * Hang watchdog (fault.hang_timeout_s): the training thread marks what it is doing with
 //    ProgressScope (core/progress.h); from the first step on, when one operation lasts longer than
 //    the timeout, the rank names itself, the operation (collective, p2p, data, checkpoint, compute)
@@ -8,7 +8,10 @@
 //  * Heartbeats (fault.heartbeat_interval_s, multi-rank only): each rank bumps a counter in the
 //    job's c10d store (its own connection) and watches the next rank's, so a peer that dies or is
 //    cut off without closing its sockets is noticed within fault.heartbeat_timeout_s even while
-//    the others compute. A peer that left cleanly is not missed.
+//    the others compute. A peer that left cleanly is not missed. The heartbeats run on a second
+//    thread: a store round trip can block for as long as the store's host is frozen or cut off
+//    (its connection stays open), so the first thread times it and a round trip pending longer
+//    than the timeout is a lost store (and the hang check goes on meanwhile).
 // A detected fault is logged, appended to metrics.jsonl as
 //   {"event":"fault","kind":"hang"|"dead_peer"|"store_lost"|"peer_fault","rank","peer","op","what","step","time"}
 // and published in the store, so every other rank exits at once too; then the process exits with
@@ -57,6 +60,7 @@ class Watchdog {
 
  private:
   void loop();
+  void beat_loop();
   [[noreturn]] void die(FaultReport report);
 
   FaultConfig cfg_;
@@ -67,7 +71,9 @@ class Watchdog {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_
-  std::thread thread_;
+  // CLOCK_MONOTONIC when beat_loop's pending store round trip began; 0 = none pending.
+  std::atomic<int64_t> store_call_ns_{0};
+  std::thread thread_, beat_thread_;
 };
 
 }  // namespace weft

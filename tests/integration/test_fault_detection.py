@@ -24,7 +24,9 @@ with 2 (or 3) local processes (`weft train --nproc`), checkpoint.interval=4, 12 
 - a validation pass longer than fault.hang_timeout_s (each micro-batch well within it) is no hang;
 - SIGINT to the launcher of a job with a spare: the training ranks save and every worker, the
   spare too, exits 0, and so does the launcher;
-- an injected fault aimed at a rank that does not train is refused, naming the key.
+- an injected fault aimed at a rank that does not train is refused, naming the key;
+- a frozen rank 0 (it hosts the store under `--nproc`) is reported by rank 1 as a lost store
+  within fault.heartbeat_timeout_s + 5 s: its heartbeat round trip blocks rather than fails.
 Timings printed here (detection latency) are measurements, not assertions beyond the issue's
 bounds, which are generous on a loaded 2-core machine."""
 import os
@@ -225,6 +227,18 @@ def start_until(run, sets, nproc, step):
     return proc, lines
 
 
+def worker_pid(launcher, rank):
+    """The pid of the launcher's worker with RANK=rank, or None."""
+    for pid in subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if f"\0RANK={rank}\0".encode() in b"\0" + f.read():
+                    return int(pid)
+        except OSError:
+            pass
+    return None
+
+
 def streaks_restarts_and_stops(work, ref):
     # Saves every 2 steps, NaN in steps 6..8, rollback after 3: the save due at step 6 (a skipped
     # update) is not taken, so the rollback goes to step 4 and replays 5..12 exactly.
@@ -262,6 +276,35 @@ def streaks_restarts_and_stops(work, ref):
     expect(p.returncode == 0 and evals == [2, 4] and not events(run, "fault"),
            f"validation passes longer than fault.hang_timeout_s=1 are no hang (exit {p.returncode}: "
            f"{error_line(p) if p.returncode else ''}; evals at {evals}; faults {events(run, 'fault')})")
+
+    # Rank 0 frozen: it hosts the job's store (`--nproc`), so rank 1's heartbeat round trip blocks
+    # rather than fails; the watchdog times it.
+    run = os.path.join(work, "frozen_store")
+    hb_timeout = 3
+    proc, lines = start_until(run, ["fault.heartbeat_interval_s=0.5", f"fault.heartbeat_timeout_s={hb_timeout}",
+                                    "fault.slow_rank=1", "fault.slow_ms=200", "train.steps=40",
+                                    "optim.decay_steps=40"], 2, 3)
+    pid0 = worker_pid(proc, 0)
+    if expect(pid0 is not None and proc.poll() is None, "found the running rank-0 worker to freeze"):
+        os.kill(pid0, signal.SIGSTOP)
+        stopped_at = time.time()
+        try:
+            proc.wait(timeout=GUARD_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        try:
+            os.kill(pid0, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        lost = [f for f in events(run, "fault") if f.get("kind") == "store_lost"]
+        latency = lost[0]["time"] - stopped_at if lost else None
+        expect(proc.returncode != 0 and lost and lost[0]["rank"] == 1 and latency <= hb_timeout + 5,
+               f"a frozen rank 0 (the store's host) is reported by rank 1 as a lost store "
+               f"{'%.1f s' % latency if latency is not None else 'never'} after SIGSTOP "
+               f"(fault.heartbeat_timeout_s={hb_timeout}; bound +5 s; exit {proc.returncode}; "
+               f"{events(run, 'fault')})")
+    else:
+        proc.kill()
 
     # Ctrl-C with a spare: 3 processes, 2 train.
     run = os.path.join(work, "spare_sigint")
