@@ -18,9 +18,14 @@ FaultInjector::FaultInjector(const FaultConfig& cfg, int64_t rank, int64_t resta
                    cfg_.checkpoint_kill_step() != 0;
   if (!any) return;
   std::error_code ec;
-  armed_ = restart_count == 0 && !std::filesystem::exists(marker_, ec);
-  LOG(WARNING) << "fault injection " << (armed_ ? "armed" : "disarmed (it fired in an earlier attempt: ")
-               << (armed_ ? "" : marker_) << (armed_ ? "" : ")");
+  const bool fired = std::filesystem::exists(marker_, ec);
+  armed_ = restart_count == 0 && !fired;
+  if (armed_)
+    LOG(WARNING) << "fault injection armed";
+  else if (fired)
+    LOG(WARNING) << "fault injection disarmed: it fired in an earlier run of this run.dir (" << marker_ << ")";
+  else
+    LOG(WARNING) << "fault injection disarmed: this is restart " << restart_count << " of the job (TORCHELASTIC_RESTART_COUNT)";
 }
 
 void FaultInjector::mark_fired(const char* what) {
