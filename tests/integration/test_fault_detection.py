@@ -124,50 +124,14 @@ def main():
            f"uninterrupted run's (exit {p.returncode}: {error_line(p) if p.returncode else ''}; {resumes}; {diff})")
 
     # A frozen rank: alive, silent. Only the heartbeats see it (its sockets stay open).
-    run = os.path.join(work, "frozen")
     hb_timeout = 3
-    proc = subprocess.Popen(args(run, "fault.heartbeat_interval_s=0.5", f"fault.heartbeat_timeout_s={hb_timeout}",
-                                 "fault.slow_rank=1", "fault.slow_ms=200", "train.steps=40", "optim.decay_steps=40"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-    lines, at_step3 = [], threading.Event()
-
-    def drain():  # keeps the pipe flowing so the launcher never blocks on it
-        for line in proc.stdout:
-            lines.append(line)
-            if "[rank 0] step 3/" in line:
-                at_step3.set()
-        at_step3.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    at_step3.wait(GUARD_S)
-    pid1 = None
-    for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split():
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if b"\0RANK=1\0" in b"\0" + f.read():
-                    pid1 = int(pid)
-        except OSError:
-            pass
-    if expect(pid1 is not None and proc.poll() is None, "found the running rank-1 worker to freeze"):
-        os.kill(pid1, signal.SIGSTOP)
-        stopped_at = time.time()
-        try:
-            proc.wait(timeout=GUARD_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        try:
-            os.kill(pid1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        dead = [f for f in events(run, "fault") if f.get("kind") == "dead_peer"]
-        latency = dead[0]["time"] - stopped_at if dead else None
-        expect(proc.returncode != 0 and dead and dead[0]["rank"] == 0 and dead[0]["peer"] == 1
-               and latency <= hb_timeout + 5,
+    got = freeze(os.path.join(work, "frozen"), 1, "dead_peer", hb_timeout)
+    if got:
+        code, dead, latency = got
+        expect(code != 0 and dead and dead[0]["rank"] == 0 and dead[0]["peer"] == 1 and latency <= hb_timeout + 5,
                f"a frozen rank 1 is reported by rank 0's heartbeat monitor "
                f"{'%.1f s' % latency if latency is not None else 'never'} after SIGSTOP "
-               f"(fault.heartbeat_timeout_s={hb_timeout}; bound +5 s; exit {proc.returncode}; {dead})")
-    else:
-        proc.kill()
+               f"(fault.heartbeat_timeout_s={hb_timeout}; bound +5 s; exit {code}; {dead})")
 
     # A straggler.
     run = os.path.join(work, "straggler")
@@ -239,6 +203,31 @@ def worker_pid(launcher, rank):
     return None
 
 
+def freeze(run, rank, kind, hb_timeout):
+    """Starts a 2-rank job with fast heartbeats, SIGSTOPs rank `rank` at step 3 (alive, sockets
+    open, silent) and waits for the job to end; returns (exit code, its `kind` fault records,
+    seconds from the SIGSTOP to the first), or None when the worker was not found."""
+    proc, _ = start_until(run, ["fault.heartbeat_interval_s=0.5", f"fault.heartbeat_timeout_s={hb_timeout}",
+                                "fault.slow_rank=1", "fault.slow_ms=200", "train.steps=40", "optim.decay_steps=40"], 2, 3)
+    pid = worker_pid(proc, rank)
+    if not expect(pid is not None and proc.poll() is None, f"found the running rank-{rank} worker to freeze"):
+        proc.kill()
+        return None
+    os.kill(pid, signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        proc.wait(timeout=GUARD_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    found = [f for f in events(run, "fault") if f.get("kind") == kind]
+    return proc.returncode, found, found[0]["time"] - stopped_at if found else None
+
+
 def streaks_restarts_and_stops(work, ref):
     # Saves every 2 steps, NaN in steps 6..8, rollback after 3: the save due at step 6 (a skipped
     # update) is not taken, so the rollback goes to step 4 and replays 5..12 exactly.
@@ -279,32 +268,14 @@ def streaks_restarts_and_stops(work, ref):
 
     # Rank 0 frozen: it hosts the job's store (`--nproc`), so rank 1's heartbeat round trip blocks
     # rather than fails; the watchdog times it.
-    run = os.path.join(work, "frozen_store")
     hb_timeout = 3
-    proc, lines = start_until(run, ["fault.heartbeat_interval_s=0.5", f"fault.heartbeat_timeout_s={hb_timeout}",
-                                    "fault.slow_rank=1", "fault.slow_ms=200", "train.steps=40",
-                                    "optim.decay_steps=40"], 2, 3)
-    pid0 = worker_pid(proc, 0)
-    if expect(pid0 is not None and proc.poll() is None, "found the running rank-0 worker to freeze"):
-        os.kill(pid0, signal.SIGSTOP)
-        stopped_at = time.time()
-        try:
-            proc.wait(timeout=GUARD_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        try:
-            os.kill(pid0, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        lost = [f for f in events(run, "fault") if f.get("kind") == "store_lost"]
-        latency = lost[0]["time"] - stopped_at if lost else None
-        expect(proc.returncode != 0 and lost and lost[0]["rank"] == 1 and latency <= hb_timeout + 5,
+    got = freeze(os.path.join(work, "frozen_store"), 0, "store_lost", hb_timeout)
+    if got:
+        code, lost, latency = got
+        expect(code != 0 and lost and lost[0]["rank"] == 1 and latency <= hb_timeout + 5,
                f"a frozen rank 0 (the store's host) is reported by rank 1 as a lost store "
                f"{'%.1f s' % latency if latency is not None else 'never'} after SIGSTOP "
-               f"(fault.heartbeat_timeout_s={hb_timeout}; bound +5 s; exit {proc.returncode}; "
-               f"{events(run, 'fault')})")
-    else:
-        proc.kill()
+               f"(fault.heartbeat_timeout_s={hb_timeout}; bound +5 s; exit {code}; {lost})")
 
     # Ctrl-C with a spare: 3 processes, 2 train.
     run = os.path.join(work, "spare_sigint")
