@@ -241,6 +241,7 @@ void Trainer::run() {
     std::lock_guard<std::mutex> lock(status_mu_);
     WEFT_CHECK(!status_.running, "Trainer::run() is already running");
     status_.running = true, status_.failed = false, status_.error.clear();
+    status_.steps_run = 0;
   }
   try {
     train_loop();
@@ -525,6 +526,7 @@ void Trainer::notify(const StepMetrics& m) {
   {
     std::lock_guard<std::mutex> lock(status_mu_);
     status_.step = m.step;
+    status_.steps_run += 1;
     status_.last_loss = m.loss;
   }
   std::vector<std::function<void(const StepMetrics&)>> callbacks;

@@ -34,6 +34,7 @@ struct StepMetrics {
 struct TrainerStatus {
   int64_t step = 0, total_steps = 0;
   double last_loss = 0;
+  int64_t steps_run = 0;  // optimizer steps the latest run() took (0: it resumed at train.steps)
   bool running = false, finished = false;
   bool failed = false;  // run() threw; `error` holds its message
   std::string error;

@@ -78,6 +78,10 @@ def main():
     if not expect(p.returncode == 0, f"uninterrupted 2-process run ({error_line(p) if p.returncode else 'ok'})"):
         report()
     ref = step_losses(straight)
+    p = train(straight)
+    expect(p.returncode == 0 and "[rank 0] train: finished at step 12: the checkpoint it resumed from is already at "
+           "train.steps (12)" in p.stdout and step_losses(straight) == ref,
+           f"re-running a finished job trains nothing and says so (no 'final loss 0.0000') ({p.stdout.strip()[-160:]!r})")
     start = events(straight, "resume")
     expect(len(start) == 1 and start[0]["step"] == 0 and start[0]["world_size"] == 2 and start[0]["dp"] == 2
            and start[0]["seconds"] > 0 and "checkpoint" not in start[0],

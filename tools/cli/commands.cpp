@@ -115,8 +115,7 @@ int cmd_train(const CliArgs& a) {
   watchdog.stop(/*clean=*/true);
   g_trainer = nullptr;
   const auto st = trainer.status();
-  std::printf("train: %s at step %lld, final loss %.4f\n", st.finished ? "finished" : "stopped",
-              (long long)st.step, st.last_loss);
+  std::printf("%s\n", train_summary(st).c_str());
   return 0;
 }
 

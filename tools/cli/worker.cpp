@@ -186,6 +186,15 @@ int run_worker(const Config& cfg, const WorkerEnv& env, const std::function<int(
   return rc;
 }
 
+std::string train_summary(const TrainerStatus& st) {
+  if (st.steps_run == 0 && st.finished)
+    return str("train: finished at step ", st.step, ": the checkpoint it resumed from is already at train.steps (",
+               st.total_steps, "); raise train.steps to train on");
+  char loss[32];
+  std::snprintf(loss, sizeof(loss), "%.4f", st.last_loss);
+  return str("train: ", st.finished ? "finished" : "stopped", " at step ", st.step, ", final loss ", loss);
+}
+
 int run_train_worker(const Config& cfg, const WorkerEnv& env) {
   bool stopped_by_peer = false;
   const int rc = run_worker(cfg, env, [&](const ParallelContext& ctx) {
@@ -199,8 +208,7 @@ int run_train_worker(const Config& cfg, const WorkerEnv& env) {
     g_worker_trainer = nullptr;
     const auto st = trainer.status();
     if (ctx.is_primary())
-      std::printf("train: %s at step %lld, final loss %.4f\n", st.finished ? "finished" : "stopped",
-                  (long long)st.step, st.last_loss);
+      std::printf("%s\n", train_summary(st).c_str());
     stopped_by_peer = !st.finished && g_first_stop_ns.load() == 0;
     return 0;
   });

@@ -6,6 +6,7 @@
 
 #include "core/config.h"
 #include "parallel/comm.h"
+#include "runtime/trainer.h"
 
 namespace weft {
 
@@ -16,5 +17,9 @@ namespace weft {
 int run_worker(const Config& cfg, const WorkerEnv& env, const std::function<int(const ParallelContext&)>& job);
 // run_worker with training as the job.
 int run_train_worker(const Config& cfg, const WorkerEnv& env);
+
+// The line `weft train` ends with: "train: finished at step N, final loss L" (or "stopped"), or,
+// when the run trained no step, that the checkpoint was already at train.steps.
+std::string train_summary(const TrainerStatus& st);
 
 }  // namespace weft
