@@ -36,10 +36,9 @@ ProgressScope::ProgressScope(OpKind kind, std::string what) {
   std::lock_guard<std::mutex> lock(g_mu);
   prev_kind_ = g_state.kind;
   prev_what_ = std::move(g_state.what);
-  prev_since_ns_ = g_state.since_ns;
   g_state.kind = kind;
   g_state.what = std::move(what);
-  g_state.since_ns = g_state.last_change_ns = now;
+  g_state.last_change_ns = now;
 }
 
 ProgressScope::~ProgressScope() {
@@ -47,7 +46,6 @@ ProgressScope::~ProgressScope() {
   std::lock_guard<std::mutex> lock(g_mu);
   g_state.kind = prev_kind_;
   g_state.what = std::move(prev_what_);
-  g_state.since_ns = prev_since_ns_;
   g_state.last_change_ns = now;
 }
 
@@ -59,8 +57,7 @@ void set_progress_step(int64_t step) {
 
 ProgressState progress_state() {
   std::lock_guard<std::mutex> lock(g_mu);
-  ProgressState s = g_state;
-  return s;
+  return g_state;
 }
 
 }  // namespace weft

@@ -29,7 +29,6 @@ class ProgressScope {
  private:
   OpKind prev_kind_;
   std::string prev_what_;
-  int64_t prev_since_ns_;
 };
 
 // The optimizer step the process is working on (steps completed + 1), for reports.
@@ -39,8 +38,7 @@ struct ProgressState {
   OpKind kind = OpKind::kIdle;
   std::string what;
   int64_t step = 0;
-  int64_t since_ns = 0;          // CLOCK_MONOTONIC when the current operation began
-  int64_t last_change_ns = 0;    // CLOCK_MONOTONIC of the last enter or leave
+  int64_t last_change_ns = 0;  // CLOCK_MONOTONIC of the last enter or leave
 };
 ProgressState progress_state();
 

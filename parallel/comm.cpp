@@ -12,7 +12,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <map>
-#include <random>
 #include <thread>
 
 #include "core/error.h"
@@ -106,8 +105,8 @@ bool needs_comm(const Group& g, const char* op) {
 
 // Starts an operation; failures to start and to finish both become weft::Error naming `what`.
 template <typename F>
-CommHandle start(const Group& g, const std::string& what, F&& fn) {
-  return CommHandle(rethrow_as_weft(what, g.timeout, fn), what, g.timeout);
+CommHandle start(const Group& g, const std::string& what, F&& fn, OpKind kind = OpKind::kCollective) {
+  return CommHandle(rethrow_as_weft(what, g.timeout, fn), what, g.timeout, kind);
 }
 
 c10d::ReduceOp to_c10d(ReduceOp op) {
@@ -227,7 +226,7 @@ Connected connect_store(const WorkerEnv& env, std::chrono::milliseconds timeout,
 StoreClient::StoreClient(const WorkerEnv& env, const std::string& prefix, std::chrono::milliseconds timeout, bool member)
     : timeout_(timeout), what_(str("rank ", env.rank, ": store key under '", prefix, "'")) {
   // A member's keys are under its round's root; a further connection's under the caller's prefix,
-  // which begins with ParallelContext::session() or store_root().
+  // which begins with ParallelContext::store_root().
   const Connected c = connect_store(env, timeout, /*extra_client=*/!member);
   store_ = c10::make_intrusive<c10d::PrefixStore>(c.root.empty() ? prefix : c.root + "/" + prefix, c.tcp);
 }
@@ -394,14 +393,6 @@ ParallelContext::ParallelContext(const WorkerEnv& env, const ParallelDims& dims,
         });
     made[g.ranks] = g.pg;
   }
-  // Store keys of this job's helpers (checkpoint commit, heartbeats) live under a name drawn by
-  // rank 0 and shared over the new world group: a store that outlives a round of an elastic job
-  // (torchrun shares its rendezvous store, and keeps TORCHELASTIC_RESTART_COUNT across membership
-  // changes) may still hold an earlier round's keys under the same restart count.
-  at::Tensor nonce = at::zeros({1}, at::kLong);
-  if (env_.rank == 0) nonce[0] = int64_t(std::random_device{}() >> 1) << 31 ^ int64_t(std::random_device{}());
-  if (world().size() > 1) broadcast(world(), nonce, 0);
-  session_ = str(root_, "/s", nonce.item<int64_t>(), "/");
 }
 
 ParallelContext::~ParallelContext() = default;
@@ -414,8 +405,8 @@ const Group& ParallelContext::group(GroupKind kind) const {
 
 CommHandle::CommHandle() = default;
 CommHandle::CommHandle(c10::intrusive_ptr<c10d::Work> work, std::string what,
-                       std::chrono::milliseconds timeout)
-    : work_(std::move(work)), what_(std::move(what)), timeout_(timeout) {}
+                       std::chrono::milliseconds timeout, OpKind kind)
+    : work_(std::move(work)), what_(std::move(what)), timeout_(timeout), kind_(kind) {}
 CommHandle::CommHandle(const CommHandle&) = default;
 CommHandle& CommHandle::operator=(const CommHandle&) = default;
 CommHandle::CommHandle(CommHandle&&) noexcept = default;
@@ -425,8 +416,7 @@ CommHandle::~CommHandle() = default;
 void CommHandle::wait() {
   if (!work_) return;
   // Gloo applies the group's timeout itself; wait() without a deadline of its own.
-  const bool p2p = what_.find(": send to ") != std::string::npos || what_.find(": recv from ") != std::string::npos;
-  ProgressScope scope(p2p ? OpKind::kP2P : OpKind::kCollective, what_);
+  ProgressScope scope(kind_, what_);
   rethrow_as_weft(what_, timeout_, [&] { work_->wait(); });
 }
 
@@ -525,7 +515,7 @@ std::vector<CommHandle> batch_isend_irecv(const Group& g, const std::vector<P2PO
     std::vector<at::Tensor> v{is_send ? op.tensor.contiguous() : op.tensor};
     const int peer = static_cast<int>(op.peer), tag = static_cast<int>(op.tag);
     handles.push_back(start(
-        g, what, [&] { return is_send ? g.pg->send(v, peer, tag) : g.pg->recv(v, peer, tag); }));
+        g, what, [&] { return is_send ? g.pg->send(v, peer, tag) : g.pg->recv(v, peer, tag); }, OpKind::kP2P));
   }
   return handles;
 }

@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "core/progress.h"
 #include "parallel/topology.h"
 
 namespace c10d {
@@ -133,11 +134,10 @@ class ParallelContext {
   int64_t rank() const { return env_.rank; }
   // The ranks of the layout (dims().world_size()); WORLD_SIZE may hold spares beyond them.
   int64_t world_size() const { return dims_.world_size(); }
-  // This round's key prefix in the store ("weft" or "weft/round_<n>"; "" for a world of one), and
-  // a name unique to this job's round ("<root>/s<random>/") for StoreClient prefixes of the ranks
-  // in the layout (spares are not in it; they meet rank 0 under store_root()).
+  // This round's key prefix in the store, unique to the round ("weft" in a store rank 0 serves,
+  // which is new each round; "weft/round_<n>" in torchrun's shared store; "" for a world of one).
+  // StoreClient prefixes of helpers (checkpoint commit, heartbeats, spares) begin with it.
   const std::string& store_root() const { return root_; }
-  const std::string& session() const { return session_; }
   // The hook for "only rank 0 prints progress and writes metrics".
   bool is_primary() const { return env_.is_primary(); }
   bool is_first_stage() const { return coord_.pp == 0; }
@@ -164,7 +164,7 @@ class ParallelContext {
   ParallelContextOptions options_;
   c10::intrusive_ptr<c10d::Store> store_;
   std::vector<Group> groups_;  // indexed by GroupKind
-  std::string root_, session_;
+  std::string root_;
   std::shared_ptr<void> beacon_;  // rank 0 in torchrun's shared store: proves this round alive
 };
 
@@ -176,7 +176,7 @@ class StoreClient {
  public:
   // `member`: this is the process's own connection (a spare's): it joins the store like a
   // ParallelContext does and its keys are under its round's root + "/" + prefix. Otherwise a
-  // further connection, with keys under `prefix` as given (begin it with session()/store_root()).
+  // further connection, with keys under `prefix` as given (begin it with store_root()).
   StoreClient(const WorkerEnv& env, const std::string& prefix, std::chrono::milliseconds timeout, bool member = false);
   ~StoreClient();
   void set(const std::string& key, const std::string& value);
@@ -207,9 +207,9 @@ class CommHandle {
  public:
   CommHandle();
   // `what` names the operation in errors ("rank 3: all_reduce on tp(ranks 2,3)"); `timeout` is
-  // the group's, for the message.
+  // the group's, for the message; `kind` is what wait() reports to the hang watchdog.
   CommHandle(c10::intrusive_ptr<c10d::Work> work, std::string what,
-             std::chrono::milliseconds timeout);
+             std::chrono::milliseconds timeout, OpKind kind = OpKind::kCollective);
   CommHandle(const CommHandle&);
   CommHandle& operator=(const CommHandle&);
   CommHandle(CommHandle&&) noexcept;
@@ -222,6 +222,7 @@ class CommHandle {
   c10::intrusive_ptr<c10d::Work> work_;
   std::string what_;
   std::chrono::milliseconds timeout_{0};
+  OpKind kind_ = OpKind::kCollective;
 };
 
 // t = op over the group's t, in place.

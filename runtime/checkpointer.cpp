@@ -359,7 +359,7 @@ SaveOutcome Checkpointer::coordinate(InFlight& job) {
   if (multi && !store_) {
     // Writing a rank's pieces may take much longer than a collective.
     const auto timeout = std::chrono::seconds(std::max<int64_t>(cfg_.parallel.timeout_sec, 1800));
-    store_ = std::make_unique<StoreClient>(ctx_->env(), ctx_->session() + "checkpoint/", timeout);
+    store_ = std::make_unique<StoreClient>(ctx_->env(), ctx_->store_root() + "/checkpoint/", timeout);
   }
   const std::string key = str(job.seq, "/");
   // Error texts may quote damaged bytes: never let them break the JSON.

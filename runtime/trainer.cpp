@@ -28,7 +28,6 @@
 #include "parallel/device.h"
 #include "parallel/pipeline/executor.h"
 #include "parallel/topology.h"
-#include "runtime/checkpoint/fault.h"
 #include "runtime/checkpointer.h"
 #include "runtime/data/gpt_dataset.h"
 #include "runtime/elastic/inject.h"
@@ -89,7 +88,6 @@ struct Trainer::State {
   int64_t step = 0, consumed_samples = 0, last_saved = 0;
   std::unique_ptr<FaultInjector> faults;
   int64_t bad_steps = 0;          // consecutive steps skipped for a non-finite gradient
-  bool kill_marked = false;       // fault.kill_during_checkpoint's marker is written
   int64_t rolled_back_to = -1;    // the checkpoint step of the last rollback
   double compute_ms = 0;          // this rank's compute since the last straggler check
   int64_t compute_steps = 0;
@@ -174,19 +172,8 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
   s.reporter = std::make_unique<Reporter>(cfg_, s.primary, opts_.console);
   s.checkpointer = std::make_unique<Checkpointer>(cfg_, s.ctx, s.model->params(), s.model->optimizer());
 
-  s.faults = std::make_unique<FaultInjector>(cfg_.fault, s.ctx ? s.ctx->rank() : 0,
+  s.faults = std::make_unique<FaultInjector>(cfg_.fault, s.ctx ? s.ctx->rank() : 0, s.dims.world_size(),
                                              s.ctx ? s.ctx->env().restart_count : 0, cfg_.run.dir);
-  if (s.faults->armed()) {
-    // A drill aimed at a rank that does not train (beyond the layout, or a spare) would never fire.
-    const auto& f = cfg_.fault;
-    for (const auto& [r, key] : {std::pair{f.kill_rank, "fault.kill_rank"}, {f.hang_rank, "fault.hang_rank"},
-                                 {f.slow_rank, "fault.slow_rank"}})
-      WEFT_CHECK(r < s.dims.world_size(), "config: ", key, " (", r, ") is not a training rank (this job trains on ",
-                 s.dims.world_size(), " rank(s)), so the fault would never fire; pick a rank in 0..",
-                 s.dims.world_size() - 1);
-  }
-  if (const int64_t at = s.faults->kill_during_checkpoint())
-    fault::arm_at_step("write", at, std::max<int64_t>(cfg_.fault.kill_rank, 0));
 
   // Every start is recorded (with its first step): {"event":"resume","step","world_size","dp","seconds"}
   // and, when it continues a checkpoint, "checkpoint" and "load_ms".
@@ -540,12 +527,7 @@ void Trainer::notify(const StepMetrics& m) {
 void Trainer::save() {
   auto& s = *s_;
   ProgressScope scope(OpKind::kCheckpoint, str("saving step ", s.step));
-  const int64_t kill_at = s.faults->kill_during_checkpoint();
-  if (kill_at != 0 && (kill_at == -1 || kill_at == s.step) && !s.kill_marked &&
-      (s.ctx ? s.ctx->rank() : 0) == std::max<int64_t>(cfg_.fault.kill_rank, 0)) {
-    s.kill_marked = true;
-    s.faults->mark_fired(str("fault.kill_during_checkpoint: SIGKILL while writing step ", s.step).c_str());
-  }
+  s.faults->before_save(s.step);
   s.checkpointer->save(s.step, s.consumed_samples);
   report_saves(s.checkpointer->poll());
   s.last_saved = s.step;

@@ -51,14 +51,6 @@ std::string header_for(const std::string& key, int64_t count) {
   return h;
 }
 
-struct Mapping {
-  void* data = nullptr;
-  size_t size = 0;
-  ~Mapping() {
-    if (data) ::munmap(data, size);
-  }
-};
-
 struct Fd {
   int fd = -1;
   ~Fd() {
@@ -66,61 +58,43 @@ struct Fd {
   }
 };
 
-bool pread_all(int fd, void* out, size_t n, off_t at) {
-  auto* p = static_cast<char*>(out);
-  while (n > 0) {
-    ssize_t got = ::pread(fd, p, n, at);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return false;
-    p += got, n -= static_cast<size_t>(got), at += got;
-  }
-  return true;
-}
-
 // The entry at `path` if it is complete and was built for (key, count). Otherwise nullopt, with
 // `why` empty for a missing file, else the reason it cannot be trusted.
 std::optional<Int64Array> try_read(const std::string& path, const std::string& key, int64_t count,
                                    std::string& why) {
   why.clear();
-  Fd f;
-  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (f.fd < 0) {
-    if (errno != ENOENT) why = str("unreadable (", std::strerror(errno), ")");
-    return std::nullopt;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return std::nullopt;
+  std::shared_ptr<const MappedFile> file;
+  try {
+    file = std::make_shared<const MappedFile>(path);
+  } catch (const Error& e) {
+    return why = str("unreadable (", e.what(), ")"), std::nullopt;
   }
-  struct stat st;
-  if (::fstat(f.fd, &st) != 0) return why = str("unreadable (", std::strerror(errno), ")"), std::nullopt;
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  char fixed[kFixedHeader];
-  if (size < kFixedHeader || !pread_all(f.fd, fixed, kFixedHeader, 0))
-    return why = str("damaged (", size, " bytes, shorter than its header)"), std::nullopt;
+  const uint64_t size = file->size();
+  const char* p = reinterpret_cast<const char*>(file->data());
+  if (size < kFixedHeader) return why = str("damaged (", size, " bytes, shorter than its header)"), std::nullopt;
   uint64_t fields[3];
-  std::memcpy(fields, fixed + 8, sizeof(fields));
-  if (std::memcmp(fixed, kMagic, 8) != 0) return why = "damaged (bad magic)", std::nullopt;
+  std::memcpy(fields, p + 8, sizeof(fields));
+  if (std::memcmp(p, kMagic, 8) != 0) return why = "damaged (bad magic)", std::nullopt;
   if (fields[0] != kVersion)
     return why = str("from another version (format ", fields[0], ", expected ", kVersion, ")"), std::nullopt;
-  if (fields[1] > kMaxKey || size < header_bytes(fields[1]))
-    return why = "damaged (truncated header)", std::nullopt;
-  std::string header(header_bytes(fields[1]), '\0');
-  if (!pread_all(f.fd, header.data(), header.size(), 0)) return why = "damaged (unreadable header)", std::nullopt;
+  if (fields[1] > kMaxKey || size < header_bytes(fields[1])) return why = "damaged (truncated header)", std::nullopt;
+  const uint64_t header = header_bytes(fields[1]);
   uint64_t stored_crc;
-  std::memcpy(&stored_crc, header.data() + header.size() - 8, 8);
-  if (stored_crc != crc32c(header.data(), header.size() - 8))
-    return why = "damaged (header checksum mismatch)", std::nullopt;
-  if (header.compare(kFixedHeader, fields[1], key) != 0 || fields[1] != key.size())
+  std::memcpy(&stored_crc, p + header - 8, 8);
+  if (stored_crc != crc32c(p, header - 8)) return why = "damaged (header checksum mismatch)", std::nullopt;
+  if (fields[1] != key.size() || std::memcmp(p + kFixedHeader, key.data(), key.size()) != 0)
     return why = "stale (built for other dataset files or options)", std::nullopt;
   const uint64_t n = fields[2];
   if (n != static_cast<uint64_t>(count))
     return why = str("damaged (", n, " values where ", count, " belong)"), std::nullopt;
-  if ((size - header.size()) / 8 != n || (size - header.size()) % 8 != 0)
-    return why = str("damaged (", size, " bytes; its ", n, " values need ", header.size() + 8 * n, ")"), std::nullopt;
-  auto m = std::make_shared<Mapping>();
-  void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, f.fd, 0);
-  if (p == MAP_FAILED) return why = str("unmappable (", std::strerror(errno), ")"), std::nullopt;
-  m->data = p, m->size = size;
-  ::madvise(p, size, MADV_RANDOM);  // binary searches and shuffle lookups: no read-ahead
-  const auto* values = reinterpret_cast<const int64_t*>(static_cast<const char*>(p) + header.size());
-  return Int64Array(std::move(m), values, count);
+  if ((size - header) / 8 != n || (size - header) % 8 != 0)
+    return why = str("damaged (", size, " bytes; its ", n, " values need ", header + 8 * n, ")"), std::nullopt;
+  // Binary searches and shuffle lookups: no read-ahead.
+  ::madvise(const_cast<uint8_t*>(file->data()), size, MADV_RANDOM);
+  const auto* values = reinterpret_cast<const int64_t*>(p + header);
+  return Int64Array(std::move(file), values, count);
 }
 
 // Writes the entry under a temporary name, fsyncs it and renames it into place.

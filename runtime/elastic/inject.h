@@ -15,8 +15,10 @@ namespace weft {
 // Thread safety: for the training thread.
 class FaultInjector {
  public:
-  // `rank`: this process's global rank; `restart_count`: TORCHELASTIC_RESTART_COUNT.
-  FaultInjector(const FaultConfig& cfg, int64_t rank, int64_t restart_count, std::string run_dir);
+  // `rank`: this process's global rank; `world`: the ranks that train; `restart_count`:
+  // TORCHELASTIC_RESTART_COUNT. When armed, refuses (weft::Error naming the key) a fault aimed at
+  // a rank that does not train, and arms fault.kill_during_checkpoint's checkpoint fault point.
+  FaultInjector(const FaultConfig& cfg, int64_t rank, int64_t world, int64_t restart_count, std::string run_dir);
 
   bool armed() const { return armed_; }
   // Called as step `step` (1-based) begins: SIGKILLs this process (kill_rank/kill_step) or never
@@ -28,12 +30,14 @@ class FaultInjector {
   // every rank alike. After disarm_nan() never again (a rollback replays those steps).
   bool nan_at(int64_t step);
   void disarm_nan() { nan_done_ = true; }
-  // The step whose checkpoint write kills rank max(kill_rank, 0): 0 = none, -1 = the first save.
-  int64_t kill_during_checkpoint() const { return armed_ ? cfg_.checkpoint_kill_step() : 0; }
+  // Called as the save of `step` begins: writes the marker when fault.kill_during_checkpoint
+  // kills this rank in it.
+  void before_save(int64_t step);
+
+ private:
   // Writes the marker (before a fault fires).
   void mark_fired(const char* what);
 
- private:
   FaultConfig cfg_;
   int64_t rank_;
   std::string marker_;

@@ -38,7 +38,7 @@ Watchdog::Watchdog(const FaultConfig& cfg, const ParallelContext* ctx, std::stri
   if (ctx) rank_ = ctx->rank(), world_ = ctx->world_size();
   if (world_ > 1 && cfg_.heartbeat_interval_s > 0) {
     const auto timeout = std::chrono::milliseconds(int64_t(std::max(cfg_.heartbeat_timeout_s, 1.0) * 1000));
-    store_ = std::make_unique<StoreClient>(ctx->env(), ctx->session() + "elastic/", timeout);
+    store_ = std::make_unique<StoreClient>(ctx->env(), ctx->store_root() + "/elastic/", timeout);
   }
   if (cfg_.hang_timeout_s <= 0 && !store_) return;
   thread_ = std::thread([this] { loop(); });

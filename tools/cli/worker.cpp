@@ -22,9 +22,9 @@
 #include <glog/logging.h>
 
 #include "core/error.h"
+#include "core/progress.h"
 #include "parallel/comm.h"
 #include "parallel/device.h"
-#include "core/progress.h"
 #include "parallel/topology.h"
 #include "runtime/elastic/watchdog.h"
 #include "runtime/job.h"
@@ -121,15 +121,12 @@ int run_spare(const WorkerEnv& env, const ParallelDims& dims, std::chrono::milli
     if (tick % 5 == 0 && store.add(str("done_", env.world_size), 0) > 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  if (g_spare_stop.load()) {
-    LOG(WARNING) << "rank " << env.rank << " (a spare) got a stop signal; exiting";
-    try {
-      store.add(str("acked_", env.world_size), 1);  // rank 0 need not wait for it at the end
-    } catch (const std::exception&) {
-    }
-    return 0;
+  if (g_spare_stop.load()) LOG(WARNING) << "rank " << env.rank << " (a spare) got a stop signal; exiting";
+  try {
+    store.add(str("acked_", env.world_size), 1);  // rank 0 need not wait for it at the end
+  } catch (const std::exception&) {
+    // A stopped job's store may be gone already; there is nobody left to tell.
   }
-  store.add(str("acked_", env.world_size), 1);
   return 0;
 }
 

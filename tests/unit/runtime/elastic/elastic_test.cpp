@@ -133,7 +133,7 @@ TEST(FaultInjector, FiresOncePerJob) {
   TempDir dir;
   FaultConfig f;
   f.nan_step = 3, f.nan_count = 2;
-  FaultInjector first(f, 0, 0, dir.path.string());
+  FaultInjector first(f, 0, 2, 0, dir.path.string());
   EXPECT_TRUE(first.armed());
   EXPECT_FALSE(first.nan_at(2));
   EXPECT_TRUE(first.nan_at(3));
@@ -142,15 +142,15 @@ TEST(FaultInjector, FiresOncePerJob) {
   EXPECT_FALSE(first.nan_at(3));  // replayed after a rollback: not again
   EXPECT_TRUE(fs::exists(dir.path / ".weft_fault_fired"));
   // A later run in the same run.dir, and a torchrun restart, are not armed.
-  EXPECT_FALSE(FaultInjector(f, 0, 0, dir.path.string()).armed());
+  EXPECT_FALSE(FaultInjector(f, 0, 2, 0, dir.path.string()).armed());
   TempDir other;
   fs::remove_all(other.path);
   fs::create_directories(other.path / "x");
-  EXPECT_FALSE(FaultInjector(f, 0, 1, (other.path / "x").string()).armed());
+  EXPECT_FALSE(FaultInjector(f, 0, 2, 1, (other.path / "x").string()).armed());
   // Nothing configured: inert.
-  EXPECT_FALSE(FaultInjector(FaultConfig(), 0, 0, (other.path / "x").string()).armed());
+  EXPECT_FALSE(FaultInjector(FaultConfig(), 0, 2, 0, (other.path / "x").string()).armed());
   // disarm_nan (a rollback before the NaN steps ended) stops the rest.
-  FaultInjector again(f, 0, 0, (other.path / "x").string());
+  FaultInjector again(f, 0, 2, 0, (other.path / "x").string());
   EXPECT_TRUE(again.nan_at(3));
   again.disarm_nan();
   EXPECT_FALSE(again.nan_at(4));
@@ -158,8 +158,8 @@ TEST(FaultInjector, FiresOncePerJob) {
   FaultConfig s;
   s.slow_rank = 1, s.slow_ms = 50;
   fs::create_directories(other.path / "y");
-  EXPECT_EQ(FaultInjector(s, 1, 0, (other.path / "y").string()).slow_ms(), 50);
-  EXPECT_EQ(FaultInjector(s, 0, 0, (other.path / "y").string()).slow_ms(), 0);
+  EXPECT_EQ(FaultInjector(s, 1, 2, 0, (other.path / "y").string()).slow_ms(), 50);
+  EXPECT_EQ(FaultInjector(s, 0, 2, 0, (other.path / "y").string()).slow_ms(), 0);
 }
 
 TEST(Progress, ScopesNestAndRestore) {
