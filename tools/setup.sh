@@ -10,6 +10,7 @@ apt_packages=(
   cmake ninja-build ccache g++ make python3 python3-venv
   libgflags-dev libgoogle-glog-dev libgtest-dev libgmock-dev
   libyaml-cpp-dev nlohmann-json3-dev
+  libsentencepiece-dev   # SentencePiece .model tokenizers (Llama 2)
   libgloo-dev      # headers only: the wheel ships c10d's ProcessGroupGloo.hpp but not gloo's;
                    # the gloo code itself is LibTorch's copy (CMakeLists.txt never links libgloo)
   fortunes         # the demo corpus: real English text from a Debian package
