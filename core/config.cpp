@@ -63,6 +63,7 @@ void for_each_field(C& c, F&& f) {
   f("data.split", c.data.split);
   f("data.tokenizer", c.data.tokenizer);
   f("data.cache_dir", c.data.cache_dir);
+  f("data.packing", c.data.packing);
   f("run.dir", c.run.dir);
   f("run.tensorboard", c.run.tensorboard);
   f("run.peak_tflops", c.run.peak_tflops);
@@ -416,6 +417,8 @@ void Config::validate() const {
   WEFT_CHECK(device == "cpu" || device == "cuda", "config: device must be cpu or cuda, got '",
              device, "'");
   WEFT_CHECK(data.blend.size() % 2 == 0, "config: data.blend must alternate weight, prefix");
+  WEFT_CHECK(data.packing == "stream" || data.packing == "packed" || data.packing == "padded",
+             "config: data.packing must be stream, packed or padded, got '", data.packing, "'");
   WEFT_CHECK(parallel.tp >= 1 && parallel.pp >= 1 && parallel.vpp >= 1,
              "config: parallel.tp, parallel.pp and parallel.vpp must be >= 1");
   WEFT_CHECK(parallel.zero == 0 || parallel.zero == 1, "config: parallel.zero must be 0 or 1");

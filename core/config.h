@@ -90,6 +90,9 @@ struct DataConfig {
   std::string split = "98,2";      // train,validation share of documents
   std::string tokenizer = "byte";  // byte | gpt2:DIR (vocab.json + merges.txt); for generate
   std::string cache_dir;           // dataset index caches; empty = PREFIX.weft_cache/ beside each
+  // stream: documents concatenated and cut into windows (pre-training); packed: whole documents
+  // (fine-tuning examples) packed into rows without attending to each other; padded: one per row.
+  std::string packing = "stream";
 };
 
 struct RunConfig {

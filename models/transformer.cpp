@@ -155,7 +155,8 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 }
 }  // namespace
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                  const at::Tensor& mask) {
   const int64_t B = x.size(0), T = x.size(1);
   auto parts = fused_linear({q_proj.get(), k_proj.get(), v_proj.get()}, x);  // (B, T, H D), 2 x (B, T, K D)
   auto q = parts[0].view({B, T, heads, head_dim}).transpose(1, 2);     // (B, H, T, D)
@@ -171,7 +172,9 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
     k = k.unsqueeze(2).expand({B, kv_heads, rep, T, head_dim}).reshape({B, heads, T, head_dim});
     v = v.unsqueeze(2).expand({B, kv_heads, rep, T, head_dim}).reshape({B, heads, T, head_dim});
   }
-  auto y = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);  // (B, H, T, D)
+  // Packed examples: the mask keeps each to itself (and is causal); else the causal kernel.
+  auto y = mask.defined() ? at::scaled_dot_product_attention(q, k, v, mask, 0.0, /*is_causal=*/false)
+                          : at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);  // (B, H, T, D)
   return o_proj(y.transpose(1, 2).reshape({B, T, heads * head_dim}));  // bias after the reduction
 }
 
@@ -205,9 +208,10 @@ namespace {
 at::Tensor add_bias(const at::Tensor& y, const at::Tensor& bias) { return bias.defined() ? y + bias : y; }
 }  // namespace
 
-at::Tensor BlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+at::Tensor BlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                              const at::Tensor& mask) {
   // Each branch: enter the TP region, column- then row-parallel GEMMs, exit (reduce), bias.
-  auto a = region.exit(attn(region.enter(attn_norm(x)), cos, sin));
+  auto a = region.exit(attn->forward(region.enter(attn_norm(x)), cos, sin, mask));
   auto h = x + add_bias(a, attn->o_proj->bias);
   auto m = region.exit(mlp(region.enter(mlp_norm(h))));
   return h + add_bias(m, mlp->down_proj->bias);
@@ -295,14 +299,41 @@ std::pair<at::Tensor, at::Tensor> TransformerImpl::rope(int64_t T, const at::Dev
   return {cos_.narrow(0, 0, T), sin_.narrow(0, 0, T)};
 }
 
-at::Tensor TransformerImpl::embed_tokens(const at::Tensor& tokens) {
+TransformerImpl::Positions TransformerImpl::layer_positions(int64_t T, const at::Tensor& positions,
+                                                           const at::Device& device) {
+  Positions p;
+  if (!positions.defined()) {
+    if (!is_gpt2(cfg_)) std::tie(p.cos, p.sin) = rope(T, device);
+    return p;
+  }
+  WEFT_CHECK(positions.dim() == 2 && positions.size(1) == T, "positions must be (B, ", T, "), got ",
+             positions.sizes());
+  if (!is_gpt2(cfg_)) {
+    auto [cos, sin] = rope(cfg_.max_seq_len, device);  // (P, D): gathered at each token's position
+    const int64_t B = positions.size(0), D = cos.size(1);
+    const auto flat = positions.reshape({-1});
+    p.cos = cos.index_select(0, flat).view({B, 1, T, D});
+    p.sin = sin.index_select(0, flat).view({B, 1, T, D});
+  }
+  // Example k of a row is the tokens after the k-th position 0: a token may attend to earlier
+  // tokens of its own example only.
+  const auto example = positions.eq(0).cumsum(1);                                   // (B, T)
+  const auto same = example.unsqueeze(2).eq(example.unsqueeze(1));                  // (B, T, T)
+  const auto causal = at::ones({T, T}, at::TensorOptions().dtype(at::kBool).device(device)).tril();
+  p.mask = same.logical_and(causal).unsqueeze(1);                                    // (B, 1, T, T)
+  return p;
+}
+
+at::Tensor TransformerImpl::embed_tokens(const at::Tensor& tokens, const at::Tensor& positions) {
   const int64_t T = tokens.size(1);
   WEFT_CHECK(T <= cfg_.max_seq_len, "sequence of ", T, " tokens exceeds model.max_seq_len (",
              cfg_.max_seq_len, ")");
   auto x = region_.embed(tokens, embed->weight, shard_of("embed.weight").start);  // (B, T, C) or (B, T/tp, C)
   if (is_gpt2(cfg_)) {
     const int64_t local_T = x.size(1);  // positions of this rank's slice of the sequence
-    x = x + pos_embed->weight.narrow(0, region_.sequence_offset(local_T), local_T);
+    const int64_t offset = region_.sequence_offset(local_T);
+    x = positions.defined() ? x + at::embedding(pos_embed->weight, positions.narrow(1, offset, local_T))
+                            : x + pos_embed->weight.narrow(0, offset, local_T);
   }
   return x;
 }
@@ -320,27 +351,26 @@ at::Tensor TransformerImpl::head_loss(const at::Tensor& x, const at::Tensor& lab
   return region_.cross_entropy_sum(flat, flat_labels, vocab_start, cfg_.vocab_size) / counted;
 }
 
-at::Tensor TransformerImpl::forward_stage(const at::Tensor& input, const at::Tensor& labels) {
-  auto x = shard_.embedding ? embed_tokens(input) : input;
-  at::Tensor cos, sin;
-  if (!is_gpt2(cfg_)) std::tie(cos, sin) = rope(region_.full_length(x.size(1)), x.device());
-  for (auto& layer : layers) x = layer(x, cos, sin);
+at::Tensor TransformerImpl::forward_stage(const at::Tensor& input, const at::Tensor& labels,
+                                         const at::Tensor& positions) {
+  auto x = shard_.embedding ? embed_tokens(input, positions) : input;
+  const auto pos = layer_positions(region_.full_length(x.size(1)), positions, x.device());
+  for (auto& layer : layers) x = layer->forward(x, pos.cos, pos.sin, pos.mask);
   return shard_.head ? head_loss(x, labels) : x;
 }
 
-at::Tensor TransformerImpl::forward(const at::Tensor& tokens) {
+at::Tensor TransformerImpl::forward(const at::Tensor& tokens, const at::Tensor& positions) {
   WEFT_CHECK(shard_.tp == 1 && shard_.embedding && shard_.head && layers.size() == size_t(cfg_.num_layers),
              "forward() needs the whole model on one device; this is a shard");
-  auto x = embed_tokens(tokens);
-  at::Tensor cos, sin;
-  if (!is_gpt2(cfg_)) std::tie(cos, sin) = rope(tokens.size(1), tokens.device());
-  for (auto& layer : layers) x = layer(x, cos, sin);
+  auto x = embed_tokens(tokens, positions);
+  const auto pos = layer_positions(tokens.size(1), positions, tokens.device());
+  for (auto& layer : layers) x = layer->forward(x, pos.cos, pos.sin, pos.mask);
   return region_.head_logits(final_norm(x), lm_head_weight(), cfg_.vocab_size);  // (B, T, V): no padded ids
 }
 
-at::Tensor TransformerImpl::loss(const at::Tensor& input_ids, const at::Tensor& labels) {
+at::Tensor TransformerImpl::loss(const at::Tensor& input_ids, const at::Tensor& labels, const at::Tensor& positions) {
   WEFT_CHECK(shard_.embedding && shard_.head, "loss() needs every layer; use forward_stage() on a pipeline stage");
-  return forward_stage(input_ids, labels);
+  return forward_stage(input_ids, labels, positions);
 }
 
 void TransformerImpl::init_weights(uint64_t seed) {

@@ -125,9 +125,11 @@ class AttentionImpl : public torch::nn::Module {
  public:
   // Holds H/tp query heads and max(K/tp, 1) kv heads (see the plan).
   AttentionImpl(const ModelConfig& cfg, const ModelShard& shard, const at::TensorOptions& opts);
-  // x (B, T, C); cos/sin (T, D) for RoPE or undefined for GPT-2. Returns (B, T, C) partial
-  // sums over TP ranks (before the region's exit; o_proj's bias not added).
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+  // x (B, T, C); cos/sin (T, D), or (B, 1, T, D) for per-sequence positions, for RoPE, or
+  // undefined for GPT-2; mask (B, 1, T, T) bool (true = may attend) or undefined for plain causal
+  // attention. Returns (B, T, C) partial sums over TP ranks (before the region's exit; o_proj's
+  // bias not added).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask = {});
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   int64_t heads, kv_heads, head_dim;  // local to this rank
 };
@@ -145,8 +147,8 @@ TORCH_MODULE(Mlp);
 class BlockImpl : public torch::nn::Module {
  public:
   BlockImpl(const ModelConfig& cfg, const ModelShard& shard, const at::TensorOptions& opts);
-  // x (B, T, C), or (B, T/tp, C) with sequence parallelism.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+  // x (B, T, C), or (B, T/tp, C) with sequence parallelism; cos/sin/mask as Attention's.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask = {});
   TpRegion region;
   Norm attn_norm{nullptr}, mlp_norm{nullptr};
   Attention attn{nullptr};
@@ -167,16 +169,23 @@ class TransformerImpl : public torch::nn::Module {
   // holds layer 17). Values are unspecified until init_weights() or a checkpoint load.
   TransformerImpl(const ModelConfig& cfg, const at::TensorOptions& opts, const ModelShard& shard = {});
 
+  // `positions` (B, T) int64, optional everywhere below: each token's position within its own
+  // example when a row packs several (0 starts a new example; HF's packed `position_ids`). A
+  // token then attends only to earlier tokens of its example and RoPE (or GPT-2's position
+  // embedding) uses these positions, so each example is computed exactly as it would be alone.
+  // Undefined: one sequence per row, positions 0..T-1, plain causal attention.
+
   // tokens (B, T) int64 -> logits (B, T, V) in the compute dtype, V = model.vocab_size (padded
   // ids excluded, so they are never generated). Whole model, tp = 1 only.
-  at::Tensor forward(const at::Tensor& tokens);
+  at::Tensor forward(const at::Tensor& tokens, const at::Tensor& positions = {});
   // Mean next-token cross-entropy of input ids (B, T) against labels (B, T) over the counted
   // labels (!= kIgnoreIndex); 0 when none counts. Needs the embedding and the head (pp = 1); any tp.
-  at::Tensor loss(const at::Tensor& input_ids, const at::Tensor& labels);
+  at::Tensor loss(const at::Tensor& input_ids, const at::Tensor& labels, const at::Tensor& positions = {});
   // One pipeline stage: input is token ids (B, T) on the first stage, else the previous stage's
   // output (B, T, C) ((B, T/tp, C) with sequence parallelism). Returns that stage output, or on
-  // the last stage the mean loss over the counted labels (B, T) (0 when none counts).
-  at::Tensor forward_stage(const at::Tensor& input, const at::Tensor& labels);
+  // the last stage the mean loss over the counted labels (B, T) (0 when none counts). Every
+  // stage needs the micro-batch's `positions` when it has them.
+  at::Tensor forward_stage(const at::Tensor& input, const at::Tensor& labels, const at::Tensor& positions = {});
   // Layout-independent initialisation: every parameter is drawn in full from a generator
   // seeded by (seed, its name) and this rank keeps its slice, so every layout gets the same
   // model. Materialises at most one full parameter at a time.
@@ -198,7 +207,14 @@ class TransformerImpl : public torch::nn::Module {
  private:
   // RoPE tables for positions [0, T): cos/sin (T, D) in fp32, cached per (T, device).
   std::pair<at::Tensor, at::Tensor> rope(int64_t T, const at::Device& device);
-  at::Tensor embed_tokens(const at::Tensor& tokens);        // (B, T) -> (B, T, C) or (B, T/tp, C)
+  // What every layer needs about positions for a sequence of T tokens: RoPE cos/sin (undefined
+  // for GPT-2) and the attention mask (undefined without `positions`).
+  struct Positions {
+    at::Tensor cos, sin, mask;
+  };
+  Positions layer_positions(int64_t T, const at::Tensor& positions, const at::Device& device);
+  // (B, T) -> (B, T, C) or (B, T/tp, C); positions (B, T) or undefined.
+  at::Tensor embed_tokens(const at::Tensor& tokens, const at::Tensor& positions);
   at::Tensor head_loss(const at::Tensor& x, const at::Tensor& labels);  // -> mean over counted
   ModelConfig cfg_;
   ModelShard shard_;

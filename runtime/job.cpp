@@ -89,6 +89,7 @@ std::shared_ptr<SampleSource> open_dataset(const Config& cfg, DataSplit split) {
   opts.seed = cfg.train.seed;
   opts.split = cfg.data.split;
   opts.cache_dir = cfg.data.cache_dir;
+  opts.packing = cfg.data.packing;
   opts.which = split == DataSplit::kTrain   ? SplitPart::kTrain
                : split == DataSplit::kValid ? SplitPart::kValid
                                             : SplitPart::kAll;
@@ -119,7 +120,8 @@ double evaluate(TransformerImpl& model, const SampleSource& data, int64_t mbs, i
     const auto [first, count] = eval_window(b, mbs, total);
     const auto mb = make_micro_batch(data, first, count, seq_len);
     ComputeGuard compute(precision, device);
-    auto loss = model.loss(mb.input_ids.to(device), mb.labels.to(device));
+    auto loss = model.loss(mb.input_ids.to(device), mb.labels.to(device),
+                           mb.positions.defined() ? mb.positions.to(device) : at::Tensor());
     loss_sum.add_(loss.to(at::kDouble) * double(mb.num_counted)), counted.add_(double(mb.num_counted));
   }
   const double n = counted.item<double>();

@@ -72,6 +72,11 @@ Group single_stage_group() {
   return g;
 }
 
+// A micro-batch's packed-example positions on the device, or undefined (none, or no batch here).
+at::Tensor positions_on(const MicroBatch* mb, const at::Device& device) {
+  return mb && mb->positions.defined() ? mb->positions.to(device) : at::Tensor();
+}
+
 }  // namespace
 
 struct Trainer::State {
@@ -415,7 +420,8 @@ Trainer::Batch Trainer::next_batch() {
   const auto& t = cfg_.train;
   Batch b;
   b.global_counted = t.global_batch_size * t.seq_len;  // without a loss mask every label counts
-  if (!s.holds_stage(0) && !s.holds_stage(s.num_stages() - 1)) return b;
+  // Every stage needs packed examples' positions (attention masks); else only the first and last.
+  if (!s.holds_stage(0) && !s.holds_stage(s.num_stages() - 1) && !s.train_data->has_positions()) return b;
   // This DP rank's share: samples [dp_rank * local, (dp_rank + 1) * local) of the global batch.
   const int64_t local = t.global_batch_size / s.dims.dp;
   const int64_t first = s.consumed_samples + s.coord.dp * local;
@@ -446,7 +452,7 @@ Trainer::Pass Trainer::forward_backward(const Batch& batch, bool poison) {
   StageStep step;
   step.forward = [&](int64_t m, int64_t chunk, const at::Tensor& input) {
     const int64_t stage = s.stage_of(chunk);
-    const MicroBatch* mb = stage == 0 || stage == S - 1 ? &batch.micro.at(m) : nullptr;
+    const MicroBatch* mb = batch.micro.empty() ? nullptr : &batch.micro.at(m);
     at::Tensor out;
     {
       ProgressScope scope(OpKind::kCompute, str("forward of micro-batch ", m, " (stage ", stage, ")"));
@@ -454,7 +460,8 @@ Trainer::Pass Trainer::forward_backward(const Batch& batch, bool poison) {
         std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(s.faults->slow_ms()));
       ComputeGuard compute(cfg_.precision, s.device);
       out = s.model->chunk(chunk).forward_stage(stage == 0 ? mb->input_ids.to(s.device) : input,
-                                                stage == S - 1 ? mb->labels.to(s.device) : at::Tensor());
+                                                stage == S - 1 ? mb->labels.to(s.device) : at::Tensor(),
+                                                positions_on(mb, s.device));
       if (poison && stage == S - 1) out = out * std::numeric_limits<double>::quiet_NaN();  // fault.nan_step
     }
     if (stage < S - 1) return out;
@@ -550,10 +557,12 @@ double Trainer::evaluate_valid() {
     const int64_t stage = s.stage_of(chunk);
     ProgressScope scope(OpKind::kCompute, str("validation forward of micro-batch ", i, " (stage ", stage, ")"));
     MicroBatch mb;
-    if (stage == 0 || stage == S - 1) mb = make_micro_batch(*s.valid_data, windows[i].first, windows[i].second, t.seq_len);
+    if (stage == 0 || stage == S - 1 || s.valid_data->has_positions())
+      mb = make_micro_batch(*s.valid_data, windows[i].first, windows[i].second, t.seq_len);
     ComputeGuard compute(cfg_.precision, s.device);
     auto out = s.model->chunk(chunk).forward_stage(stage == 0 ? mb.input_ids.to(s.device) : input,
-                                                   stage == S - 1 ? mb.labels.to(s.device) : at::Tensor());
+                                                   stage == S - 1 ? mb.labels.to(s.device) : at::Tensor(),
+                                                   positions_on(&mb, s.device));
     if (stage == S - 1) loss_sum.add_(out.to(at::kDouble) * double(mb.num_counted)), counted.add_(double(mb.num_counted));
     return out;
   };

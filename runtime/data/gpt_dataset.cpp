@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "models/transformer.h"  // kIgnoreIndex
+#include "runtime/data/packed_dataset.h"
 
 namespace weft {
 namespace {
@@ -110,6 +111,10 @@ std::vector<int64_t> shuffled_indices(int64_t n, int64_t seed, int64_t epoch) {
 // ---- GPTDataset --------------------------------------------------------------------------
 
 void SampleSource::get_loss_mask(int64_t, int64_t* out) const { std::fill(out, out + seq_len() + 1, 1); }
+
+void SampleSource::get_positions(int64_t, int64_t* out) const {
+  for (int64_t i = 0; i <= seq_len(); ++i) out[i] = i;
+}
 
 GPTDataset::GPTDataset(std::shared_ptr<const IndexedDataset> data, const GPTDatasetOptions& options,
                        std::shared_ptr<const IndexedDataset> loss_mask, std::shared_ptr<DataCache> cache)
@@ -342,6 +347,15 @@ void BlendedDataset::get_loss_mask(int64_t index, int64_t* out) const {
   sources_[k]->get_loss_mask(sample, out);
 }
 
+bool BlendedDataset::has_positions() const {
+  return std::any_of(sources_.begin(), sources_.end(), [](const auto& s) { return s->has_positions(); });
+}
+
+void BlendedDataset::get_positions(int64_t index, int64_t* out) const {
+  auto [k, sample] = locate(index);
+  sources_[k]->get_positions(sample, out);
+}
+
 // ---- helpers -----------------------------------------------------------------------------
 
 at::Tensor make_batch(const SampleSource& source, int64_t first, int64_t count, int64_t seq_len) {
@@ -359,6 +373,12 @@ MicroBatch make_micro_batch(const SampleSource& source, int64_t first, int64_t c
   MicroBatch mb;
   mb.input_ids = tokens.narrow(1, 0, seq_len);
   mb.labels = tokens.narrow(1, 1, seq_len);
+  if (source.has_positions()) {
+    mb.positions = at::empty({count, seq_len + 1}, at::kLong);
+    for (int64_t r = 0; r < count; ++r)
+      source.get_positions(first + r, mb.positions.data_ptr<int64_t>() + r * (seq_len + 1));
+    mb.positions = mb.positions.narrow(1, 0, seq_len);
+  }
   if (!source.has_loss_mask()) {
     mb.num_counted = count * seq_len;
     return mb;
@@ -399,7 +419,7 @@ std::shared_ptr<const IndexedDataset> open_checked(const std::string& prefix, Da
 }
 
 // PREFIX, with its loss mask PREFIX.loss_mask when that exists.
-std::shared_ptr<GPTDataset> open_gpt_dataset(const std::string& prefix, const GPTDatasetOptions& options,
+std::shared_ptr<SampleSource> open_gpt_dataset(const std::string& prefix, const GPTDatasetOptions& options,
                                              int64_t vocab_size) {
   auto cache = DataCache::for_dataset(prefix, options.cache_dir);
   std::shared_ptr<const IndexedDataset> mask;
@@ -414,6 +434,9 @@ std::shared_ptr<GPTDataset> open_gpt_dataset(const std::string& prefix, const GP
     WEFT_CHECK(code != 6 && code != 7, "loss mask ", mask_prefix, " holds floating-point values (dtype code ",
                code, "); write it with an integer dtype (uint8: 1 = a target, 0 = not)");
   }
+  if (options.packing != "stream")
+    return std::make_shared<PackedExamples>(open_checked(prefix, *cache, vocab_size), std::move(mask), options,
+                                            options.packing == "packed");
   return std::make_shared<GPTDataset>(open_checked(prefix, *cache, vocab_size), options, std::move(mask), cache);
 }
 }  // namespace

@@ -34,6 +34,11 @@ class SampleSource {
   // Writes sample `index`'s loss mask, aligned with get()'s tokens: seq_len() + 1 values, 0 where
   // the token is not a target. Without a mask every token is one (all 1).
   virtual void get_loss_mask(int64_t index, int64_t* out) const;
+  // Whether samples pack several examples (see PackedExamples): then get_positions writes each
+  // token's position within its example, seq_len() + 1 values aligned with get()'s tokens
+  // (0 starts an example). Without, positions are 0..seq_len().
+  virtual bool has_positions() const { return false; }
+  virtual void get_positions(int64_t index, int64_t* out) const;
 };
 
 enum class SplitPart { kTrain, kValid, kAll };
@@ -50,6 +55,8 @@ struct GPTDatasetOptions {
   // Where open_training_data keeps each dataset's index cache (data.cache_dir); empty: beside
   // the dataset, in PREFIX.weft_cache/.
   std::string cache_dir;
+  // data.packing: "stream" (GPTDataset), "packed" or "padded" (PackedExamples: whole examples).
+  std::string packing = "stream";
 };
 
 // Document range [begin, end) that `which` selects out of num_documents under `split`, computed
@@ -138,6 +145,8 @@ class BlendedDataset : public SampleSource {
   void get(int64_t index, int64_t* out) const override;
   bool has_loss_mask() const override;
   void get_loss_mask(int64_t index, int64_t* out) const override;
+  bool has_positions() const override;
+  void get_positions(int64_t index, int64_t* out) const override;
 
   // (source, that source's sample index) for global sample `index`.
   std::pair<int, int64_t> locate(int64_t index) const;
@@ -171,9 +180,10 @@ at::Tensor make_batch(const SampleSource& source, int64_t first, int64_t count, 
 
 // One micro-batch, on the host: input_ids and labels (B, T) int64, labels[b, t] being the token
 // after input t, or -100 (PyTorch's ignore_index) where the loss mask says that token is not a
-// target. num_counted: labels that count.
+// target; positions (B, T) int64 for packed examples (see SampleSource::has_positions), else
+// undefined. num_counted: labels that count.
 struct MicroBatch {
-  at::Tensor input_ids, labels;
+  at::Tensor input_ids, labels, positions;
   int64_t num_counted = 0;
 };
 // Samples [first, first + count) of `source` as a micro-batch. Throws weft::Error for a bad range.
