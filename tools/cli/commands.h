@@ -19,6 +19,10 @@ struct CliArgs {
   double temperature = 0;
   int top_k = 0;
   int64_t seed = 0;
+  // finetune
+  std::string model, format, lora_export;
+  int64_t lora_rank = 0;
+  bool skip_bad = false;
 };
 
 int cmd_train(const CliArgs& args);
@@ -27,5 +31,6 @@ int cmd_plan(const CliArgs& args);
 int cmd_convert(const CliArgs& args);
 int cmd_preprocess(const CliArgs& args);
 int cmd_generate(const CliArgs& args);
+int cmd_finetune(const CliArgs& args);
 
 }  // namespace weft

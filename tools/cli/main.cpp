@@ -14,7 +14,7 @@
 DEFINE_string(config, "", "job config YAML file");
 DEFINE_int32(nproc, 0, "start this many local worker processes");
 DEFINE_string(checkpoint, "", "checkpoint directory (a step dir, a checkpoints dir or a run dir)");
-DEFINE_string(data, "", "indexed dataset prefix (PREFIX.bin/PREFIX.idx)");
+DEFINE_string(data, "", "indexed dataset prefix (PREFIX.bin/PREFIX.idx); finetune: the JSONL file");
 DEFINE_int64(max_batches, 0, "eval: stop after this many micro-batches (0 = all windows)");
 DEFINE_string(from, "", "convert: source, hf:DIR or ckpt:DIR");
 DEFINE_string(to, "", "convert: destination, hf:DIR or ckpt:DIR");
@@ -27,6 +27,11 @@ DEFINE_int32(max_new_tokens, 64, "generate: tokens to generate");
 DEFINE_double(temperature, 0.0, "generate: sampling temperature; 0 = greedy");
 DEFINE_int32(top_k, 0, "generate: sample from the k most likely tokens; 0 = all");
 DEFINE_int64(seed, 0, "generate: sampling seed");
+DEFINE_string(model, "", "finetune: the pretrained model, hf:DIR");
+DEFINE_string(format, "chat", "finetune: record format of --data: chat | prompt-completion | text");
+DEFINE_int64(lora_rank, 0, "finetune: LoRA rank; 0 = full fine-tuning");
+DEFINE_string(lora_export, "", "finetune/convert: merged (LoRA folded into the weights) | adapter (peft)");
+DEFINE_bool(skip_bad, false, "finetune: skip bad records (counted) instead of failing");
 DEFINE_bool(verbose, false, "log more, and show where errors were raised");
 
 namespace {
@@ -72,6 +77,15 @@ const Command kCommands[] = {
      "              [--top-k K] [--seed S] [--tokenizer SPEC]\n"
      "  Continues the prompt; greedy unless --temperature > 0.",
      weft::cmd_generate},
+    {"finetune",
+     "weft finetune --model hf:DIR --data FILE.jsonl [--format chat|prompt-completion|text]\n"
+     "              [--lora-rank R] [--lora-export merged|adapter] [--output DIR] [--skip-bad]\n"
+     "              [--config FILE] [--set KEY=VALUE]... [--nproc N]\n"
+     "  Supervised fine-tuning: loss on the answers only (chat: the assistant turns of the model's\n"
+     "  chat template), examples packed without attending to each other, LoRA with --lora-rank.\n"
+     "  Ends with a Hugging Face directory (--output, default <run.dir>/hf): LoRA merged, or a\n"
+     "  peft adapter with --lora-export adapter. Re-running the same command resumes.",
+     weft::cmd_finetune},
 };
 
 void print_overview() {
@@ -148,6 +162,11 @@ int main(int argc, char** argv) {
   args.temperature = FLAGS_temperature;
   args.top_k = FLAGS_top_k;
   args.seed = FLAGS_seed;
+  args.model = FLAGS_model;
+  args.format = FLAGS_format;
+  args.lora_rank = FLAGS_lora_rank;
+  args.lora_export = FLAGS_lora_export;
+  args.skip_bad = FLAGS_skip_bad;
   try {
     return cmd->run(args);
   } catch (const weft::Error& e) {
