@@ -133,6 +133,12 @@ def main():
         check(abs(stream - ref) > 1e-3, f"{family}: the stream loss {stream:.5f} should differ from the per-example "
               f"{ref:.5f}; the comparison above would not catch packing that leaks across examples")
 
+    # An example longer than a row is refused, naming the dataset and the example.
+    p = weft("eval", "--checkpoint", os.path.join(work, "llama_ckpt"), "--data", varied, "--set", "train.seq_len=20",
+             "--set", "data.packing=packed", check=False)
+    check(p.returncode != 0 and "varied: example" in p.stderr and "train.seq_len + 1 = 21" in p.stderr,
+          f"an example longer than train.seq_len + 1 is refused: {p.stderr.strip()}")
+
     # Equal lengths: 4 examples fill each row of seq_len + 1 = 32 tokens whatever the shuffle, so
     # the first step of a global batch of 4 rows sees all 16 examples.
     examples, masks = random_examples(g, 16, [8] * 16)
