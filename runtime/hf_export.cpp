@@ -69,6 +69,7 @@ void export_hf(const std::string& checkpoint, const std::string& out_dir, bool a
   const std::string dir = resolve_checkpoint_dir(checkpoint);
   Config cfg = checkpoint_config(dir);
   for (const auto& o : overrides) apply_override(cfg, o);
+  cfg.validate();
   if (adapter) {
     WEFT_CHECK(cfg.lora.rank > 0, "adapter export: ", dir, " was not trained with LoRA (lora.rank=0); export it ",
                "merged (--lora-export merged)");

@@ -2,8 +2,8 @@
 base checkpoint (a short ordinary run of configs/llama-tiny.yaml: grouped-query attention, 2 KV
 heads, untied head), a LoRA run on every projection (q, k, v, o, gate, up, down; dropout 0)
 gives the single-process loss at every step within 1e-4 relative (and the gradient norm within
-1e-4) under `weft train --nproc 4` (Gloo) with (tp, pp, dp) = (2, 2, 1) and with (4, 1, 1),
-where tp=4 replicates each KV head on two ranks. A tp=1 LoRA checkpoint of step 3 resumed as
+1e-4) under `weft train --nproc 4` (Gloo) with (tp, pp, dp) = (2, 2, 1) and with (4, 1, 1) and
+sequence parallelism, where tp=4 replicates each KV head on two ranks. A tp=1 LoRA checkpoint of step 3 resumed as
 tp=2 x pp=2 follows the single-process run to step 6, its checkpoint holds the adapters only,
 and `weft eval` of it equals that of the single-process checkpoint.
 
@@ -61,10 +61,10 @@ def main():
     ref, ref_norms = step_losses(single), grad_norms(single)
     check(len(set(round(v, 6) for v in ref.values())) == STEPS, f"the LoRA run's loss changes every step: {ref}")
 
-    for tp, pp in ((2, 2), (4, 1)):
-        run = os.path.join(work, f"tp{tp}pp{pp}")
-        if train(f"lora tp={tp} pp={pp}", run, prefix, "llama-tiny.yaml", 4, STEPS, sets + layout_sets(tp, pp)):
-            compare(f"lora tp={tp} pp={pp}", run, ref, ref_norms, range(1, STEPS + 1))
+    for tp, pp, extra in ((2, 2, []), (4, 1, ["parallel.sequence_parallel=true"])):
+        run, name = os.path.join(work, f"tp{tp}pp{pp}"), f"lora tp={tp} pp={pp}{''.join(' ' + e for e in extra)}"
+        if train(name, run, prefix, "llama-tiny.yaml", 4, STEPS, sets + layout_sets(tp, pp, extra)):
+            compare(name, run, ref, ref_norms, range(1, STEPS + 1))
 
     # Resume across layouts: the single run's step-3 checkpoint, continued as tp=2 x pp=2.
     resumed = os.path.join(work, "resumed")
