@@ -3,9 +3,11 @@ base checkpoint (a short ordinary run of configs/llama-tiny.yaml: grouped-query 
 heads, untied head), a LoRA run on every projection (q, k, v, o, gate, up, down; dropout 0)
 gives the single-process loss at every step within 1e-4 relative (and the gradient norm within
 1e-4) under `weft train --nproc 4` (Gloo) with (tp, pp, dp) = (2, 2, 1) and with (4, 1, 1) and
-sequence parallelism, where tp=4 replicates each KV head on two ranks. A tp=1 LoRA checkpoint of step 3 resumed as
+sequence parallelism, where tp=4 replicates each KV head on two ranks, and with (1, 2, 2) and
+ZeRO-1 (optimizer state sharded over the adapters' gradient buckets only). A tp=1 LoRA checkpoint of step 3 resumed as
 tp=2 x pp=2 follows the single-process run to step 6, its checkpoint holds the adapters only,
-and `weft eval` of it equals that of the single-process checkpoint.
+and `weft eval` of it equals that of the single-process checkpoint; so does `weft eval` of the
+single-process checkpoint written again for tp=2 by `weft convert --from ckpt: --to ckpt:`.
 
 Every case is tried and every failure reported (exit 1 at the end)."""
 import os
@@ -61,7 +63,7 @@ def main():
     ref, ref_norms = step_losses(single), grad_norms(single)
     check(len(set(round(v, 6) for v in ref.values())) == STEPS, f"the LoRA run's loss changes every step: {ref}")
 
-    for tp, pp, extra in ((2, 2, []), (4, 1, ["parallel.sequence_parallel=true"])):
+    for tp, pp, extra in ((2, 2, []), (4, 1, ["parallel.sequence_parallel=true"]), (1, 2, ["parallel.zero=1"])):
         run, name = os.path.join(work, f"tp{tp}pp{pp}"), f"lora tp={tp} pp={pp}{''.join(' ' + e for e in extra)}"
         if train(name, run, prefix, "llama-tiny.yaml", 4, STEPS, sets + layout_sets(tp, pp, extra)):
             compare(name, run, ref, ref_norms, range(1, STEPS + 1))
@@ -85,6 +87,14 @@ def main():
         a, b = eval_loss(step, prefix), eval_loss(os.path.join(single, "checkpoints", f"step_{STEPS:08d}"), prefix)
         check(a is not None and b is not None and close(a, b, 1e-4),
               f"weft eval of the resumed tp=2 x pp=2 LoRA checkpoint ({a}) equals the single-process one ({b})")
+    # Offline relayout (weft convert ckpt -> ckpt) of a LoRA checkpoint: adapters only, same eval.
+    relaid = os.path.join(work, "relaid")
+    single_step = os.path.join(single, "checkpoints", f"step_{STEPS:08d}")
+    p = weft("convert", "--from", "ckpt:" + single_step, "--to", "ckpt:" + relaid, "--set", "parallel.tp=2",
+             "--nproc", "2", check=False)
+    if check(p.returncode == 0, f"weft convert relays a LoRA checkpoint out for tp=2 ({p.stderr.strip()[-200:]})"):
+        a, b = eval_loss(relaid, prefix), eval_loss(single_step, prefix)
+        check(a is not None and a == b, f"weft eval of the tp=2 relayout ({a}) equals the original ({b})")
     report()
 
 

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "runtime/job.h"
+#include "runtime/perf.h"
 
 namespace weft {
 namespace {
@@ -77,6 +78,23 @@ TEST(Lora, MergedWeightsGiveTheAdaptedLogits) {
   auto got = merged->forward(tokens);
   EXPECT_GT((want - build_model(small(), at::kCPU, 7)->forward(tokens)).abs().max().item<double>(), 1e-2);
   EXPECT_LT((got - want).abs().max().item<double>(), 1e-5);
+}
+
+// A LoRA job's training state: fp32 weights of everything, grads and AdamW moments (and the async
+// checkpoint copy) of the adapters only.
+TEST(Lora, TrainingStateCountsGradsAndMomentsOfTheAdaptersOnly) {
+  Config cfg;
+  cfg.model = small();
+  const auto dims = validate_layout(1, cfg);
+  const auto plain = rank_training_state(cfg, dims, RankCoord{});
+  cfg.lora = every_projection();
+  const auto lora = rank_training_state(cfg, dims, RankCoord{});
+  int64_t adapters = 0;
+  for (const auto& item : build_model(small(), at::kCPU, 1, {}, cfg.lora)->named_parameters())
+    if (is_lora_parameter(item.key())) adapters += item.value().numel();
+  EXPECT_EQ(lora.parameters, plain.parameters + adapters);
+  EXPECT_DOUBLE_EQ(lora.bytes, 4.0 * double(plain.parameters) + 16.0 * double(adapters));
+  EXPECT_DOUBLE_EQ(lora.snapshot_bytes, 12.0 * double(adapters));
 }
 
 }  // namespace
