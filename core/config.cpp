@@ -37,6 +37,10 @@ void for_each_field(C& c, F&& f) {
   f("model.rope_scaling.low_freq_factor", c.model.rope_scaling.low_freq_factor);
   f("model.rope_scaling.high_freq_factor", c.model.rope_scaling.high_freq_factor);
   f("model.rope_scaling.original_max_seq_len", c.model.rope_scaling.original_max_seq_len);
+  f("lora.rank", c.lora.rank);
+  f("lora.alpha", c.lora.alpha);
+  f("lora.dropout", c.lora.dropout);
+  f("lora.target_modules", c.lora.target_modules);
   f("train.steps", c.train.steps);
   f("train.global_batch_size", c.train.global_batch_size);
   f("train.micro_batch_size", c.train.micro_batch_size);
@@ -393,9 +397,30 @@ void ModelConfig::validate(const std::string& src, KeyNamer key) const {
   }
 }
 
+void LoraConfig::validate(const std::string& family) const {
+  WEFT_CHECK(rank >= 0 && rank <= (int64_t(1) << 16), "config: lora.rank must be >= 0 (0 = off), got ", rank);
+  WEFT_CHECK(std::isfinite(alpha) && alpha >= 0, "config: lora.alpha must be a finite number >= 0 (0 = lora.rank), got ",
+             alpha);
+  WEFT_CHECK(std::isfinite(dropout) && dropout >= 0 && dropout < 1, "config: lora.dropout must be in [0, 1), got ",
+             dropout);
+  if (rank == 0) return;
+  WEFT_CHECK(!target_modules.empty(), "config: lora.target_modules is empty; name projections, e.g. [q_proj, v_proj]");
+  static const std::vector<std::string> known = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                 "down_proj"};
+  std::set<std::string> seen;
+  for (const auto& t : target_modules) {
+    WEFT_CHECK(std::find(known.begin(), known.end(), t) != known.end(), "config: lora.target_modules: unknown module '",
+               t, "'; use peft's names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+    WEFT_CHECK(!(t == "gate_proj" && family == "gpt2"), "config: lora.target_modules: '", t,
+               "' does not exist in family gpt2 (no gated MLP); use q_proj, k_proj, v_proj, o_proj, up_proj or down_proj");
+    WEFT_CHECK(seen.insert(t).second, "config: lora.target_modules names '", t, "' twice");
+  }
+}
+
 void Config::validate() const {
   const auto& m = model;
   m.validate("config", [](const std::string& field) { return "model." + field; });
+  lora.validate(m.family);
   check_positive(train.steps, "train.steps");
   check_positive(train.global_batch_size, "train.global_batch_size");
   check_positive(train.micro_batch_size, "train.micro_batch_size");

@@ -155,8 +155,29 @@ struct FaultConfig {
   int64_t checkpoint_kill_step() const;
 };
 
+// Low-rank adapters (LoRA, Hu et al. 2021, as Hugging Face peft implements it): each target
+// projection y = x W^T gets + (alpha / rank) * B A dropout(x), A (rank, in), B (out, rank); the
+// base model is frozen (no gradient, no optimizer state, not saved in checkpoints).
+struct LoraConfig {
+  int64_t rank = 0;  // peft's r; 0 = off
+  // peft's lora_alpha; 0 = the rank (scaling 1, what peft's defaults r = 8, lora_alpha = 8
+  // give), so changing --lora-rank does not change the adapter's scale or the LR that suits it.
+  double alpha = 0.0;
+  double dropout = 0.0;  // peft's lora_dropout, on the adapter's input only
+  // Projections wrapped, by peft's names: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj.
+  // Default: peft's default for Llama.
+  std::vector<std::string> target_modules = {"q_proj", "v_proj"};
+
+  double scaling() const { return rank > 0 ? (alpha > 0 ? alpha : double(rank)) / double(rank) : 0.0; }
+  double effective_alpha() const { return alpha > 0 ? alpha : double(rank); }
+  // Checks rank, alpha, dropout and target_modules against the model `family`. Throws weft::Error
+  // "config: lora.<key> ...".
+  void validate(const std::string& family) const;
+};
+
 struct Config {
   ModelConfig model;
+  LoraConfig lora;
   TrainConfig train;
   OptimConfig optim;
   DataConfig data;

@@ -10,6 +10,7 @@
 #include <functional>
 
 #include "core/error.h"
+#include "models/lora.h"
 #include "parallel/tensor_parallel/ops.h"
 
 namespace weft {
@@ -130,6 +131,16 @@ tp::Plan transformer_tp_plan(const ModelConfig& cfg) {
       {"gate_proj.weight", Split::kColumn},
       {"up_proj.weight", Split::kColumn}, {"up_proj.bias", Split::kColumn},
       {"down_proj.weight", Split::kRow},
+      // LoRA factors follow their projection (models/lora.h): beside a row-split W, A is split
+      // like W's columns and B replicated; beside a column/heads-split W, B is split like W's rows
+      // and A replicated. The replicated factor's gradient is partial over TP.
+      {"q_proj.adapter.lora_A", Split::kReplicated, 1, true}, {"q_proj.adapter.lora_B", Split::kColumn},
+      {"k_proj.adapter.lora_A", Split::kReplicated, 1, true}, {"k_proj.adapter.lora_B", Split::kHeads, D},
+      {"v_proj.adapter.lora_A", Split::kReplicated, 1, true}, {"v_proj.adapter.lora_B", Split::kHeads, D},
+      {"o_proj.adapter.lora_A", Split::kRow}, {"o_proj.adapter.lora_B", Split::kReplicated, 1, true},
+      {"gate_proj.adapter.lora_A", Split::kReplicated, 1, true}, {"gate_proj.adapter.lora_B", Split::kColumn},
+      {"up_proj.adapter.lora_A", Split::kReplicated, 1, true}, {"up_proj.adapter.lora_B", Split::kColumn},
+      {"down_proj.adapter.lora_A", Split::kRow}, {"down_proj.adapter.lora_B", Split::kReplicated, 1, true},
       // everything else (norms, o_proj/down_proj biases, pos_embed) is replicated
   };
 }
@@ -217,7 +228,8 @@ at::Tensor BlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, const 
   return h + add_bias(m, mlp->down_proj->bias);
 }
 
-TransformerImpl::TransformerImpl(const ModelConfig& cfg, const at::TensorOptions& opts, const ModelShard& shard)
+TransformerImpl::TransformerImpl(const ModelConfig& cfg, const at::TensorOptions& opts, const ModelShard& shard,
+                                 const LoraConfig& lora)
     : cfg_(cfg), shard_(shard), region_{shard.tp > 1 ? shard.tp_group : nullptr, shard.sequence_parallel} {
   if (shard_.last_layer < 0) shard_.last_layer = cfg.num_layers;
   WEFT_CHECK(shard_.first_layer >= 0 && shard_.first_layer <= shard_.last_layer &&
@@ -241,6 +253,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, const at::TensorOptions
     final_norm = register_module("final_norm", Norm(C, is_gpt2(cfg), cfg.norm_eps, opts));
     if (!cfg.tie_embeddings) lm_head = register_module("lm_head", Weight(std::vector<int64_t>{V, C}, opts));
   }
+  attach_lora(*this, lora, opts);  // sized from each projection's local shape
   // Each projection learns its split from the plan (what an adapter must follow).
   const auto plan = transformer_tp_plan(cfg);
   for (const auto& item : named_modules("", /*include_self=*/false))
@@ -251,7 +264,7 @@ TransformerImpl::TransformerImpl(const ModelConfig& cfg, const at::TensorOptions
   for (const auto& item : named_parameters()) {
     const auto* rule = tp::find_rule(plan, item.key());
     auto global = item.value().sizes().vec();
-    if (rule && shard_.tp > 1) {
+    if (rule && shard_.tp > 1 && rule->split != tp::Split::kReplicated) {
       if (rule->split == tp::Split::kHeads)
         global[0] = cfg.kv_heads() * rule->unit;
       else
@@ -382,7 +395,11 @@ void TransformerImpl::init_weights(uint64_t seed) {
     at::Tensor p = item.value();
     WEFT_CHECK(!p.is_meta(), "init_weights: parameter ", name, " is on the meta device");
     const bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-    if (is_bias) {
+    if (is_lora_parameter(name)) {
+      const auto& shard = shard_of(name);
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(param_seed(seed, name));
+      p.copy_(shard.slice(lora_initial_value(name, shard.global_shape, gen)));
+    } else if (is_bias) {
       p.zero_();
     } else if (name.find("norm") != std::string::npos) {
       p.fill_(1.0);

@@ -162,12 +162,16 @@ TORCH_MODULE(Block);
 //   layers.N.attn_norm.{weight,bias*}; layers.N.attn.{q,k,v,o}_proj.{weight,bias*}
 //   layers.N.mlp_norm.{weight,bias*}; layers.N.mlp.{gate*,up,down}_proj.{weight,bias*}
 //   final_norm.{weight,bias*}; lm_head.weight (V, C) unless tied.   (* family-dependent)
+//   with LoRA: layers.N.{attn,mlp}.<proj>.adapter.lora_A (r, in), .adapter.lora_B (out, r)
 class TransformerImpl : public torch::nn::Module {
  public:
   // Builds this shard's parameters, in their local shapes, with `opts` (use the meta device to
   // size a model without memory). Parameter names are global ("layers.17..." on the stage that
   // holds layer 17). Values are unspecified until init_weights() or a checkpoint load.
-  TransformerImpl(const ModelConfig& cfg, const at::TensorOptions& opts, const ModelShard& shard = {});
+  // With lora.rank > 0 the projections in lora.target_modules carry LoRA adapters (models/lora.h),
+  // parameters "<projection>.adapter.lora_A" (r, in) and ".lora_B" (out, r), split by the plan.
+  TransformerImpl(const ModelConfig& cfg, const at::TensorOptions& opts, const ModelShard& shard = {},
+                  const LoraConfig& lora = {});
 
   // `positions` (B, T) int64, optional everywhere below: each token's position within its own
   // example when a row packs several (0 starts a new example; HF's packed `position_ids`). A
@@ -188,7 +192,7 @@ class TransformerImpl : public torch::nn::Module {
   at::Tensor forward_stage(const at::Tensor& input, const at::Tensor& labels, const at::Tensor& positions = {});
   // Layout-independent initialisation: every parameter is drawn in full from a generator
   // seeded by (seed, its name) and this rank keeps its slice, so every layout gets the same
-  // model. Materialises at most one full parameter at a time.
+  // model (LoRA factors as peft initialises them). Materialises at most one full parameter at a time.
   void init_weights(uint64_t seed);
 
   const ModelConfig& config() const { return cfg_; }

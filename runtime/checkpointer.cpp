@@ -15,10 +15,12 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "models/lora.h"
 #include "models/transformer.h"
 #include "parallel/comm.h"
 #include "parallel/device.h"
 #include "runtime/checkpoint/fault.h"
+#include "runtime/job.h"
 #include "runtime/optim/optimizer.h"
 
 namespace fs = std::filesystem;
@@ -224,17 +226,35 @@ RestoredState Checkpointer::load(const std::string& dir) {
 void Checkpointer::load_weights(CheckpointReader& reader) {
   // A checkpoint tensor this model has no parameter for would be dropped silently (a smaller
   // model, tied instead of untied embeddings): refuse, as a strict state-dict load does.
-  const Transformer meta(cfg_.model, at::TensorOptions().device(at::kMeta));
+  const Transformer meta(cfg_.model, at::TensorOptions().device(at::kMeta), ModelShard{}, cfg_.lora);
   const auto params = meta->named_parameters();
-  for (const auto& name : reader.names("model"))
+  bool has_adapters = false;
+  for (const auto& name : reader.names("model")) {
     WEFT_CHECK(params.contains(name), reader.dir(), " holds model tensor '", name, "' but this model has no such ",
-               "parameter (model.* differs from the checkpoint's config.yaml); set the model config the checkpoint ",
-               "was saved with");
+               "parameter (model.* or lora.* differs from the checkpoint's config.yaml); set the config the ",
+               "checkpoint was saved with");
+    has_adapters = has_adapters || is_lora_parameter(name);
+  }
   at::NoGradGuard no_grad;
-  std::vector<std::pair<std::string, ShardPlacement>> want;
-  for (const auto& p : params_) want.emplace_back(p.name, placement_of(p.shard));
-  auto model = reader.read("model", want, cfg_.model.vocab_size);
-  for (size_t k = 0; k < params_.size(); ++k) params_[k].tensor.copy_(model[k].second);
+  // (params_ index, name, placement) read from one checkpoint.
+  auto read_into = [&](CheckpointReader& from, const std::vector<size_t>& which) {
+    std::vector<std::pair<std::string, ShardPlacement>> want;
+    for (size_t k : which) want.emplace_back(params_[k].name, placement_of(params_[k].shard));
+    auto got = from.read("model", want, cfg_.model.vocab_size);
+    for (size_t i = 0; i < which.size(); ++i) params_[which[i]].tensor.copy_(got[i].second);
+  };
+  std::vector<size_t> base, adapters;
+  for (size_t k = 0; k < params_.size(); ++k)
+    (cfg_.lora.rank > 0 && is_lora_parameter(params_[k].name) ? adapters : base).push_back(k);
+  if (cfg_.lora.rank == 0) return read_into(reader, base);
+  // LoRA: the base from checkpoint.init_from (else the seeded init the model was built with);
+  // the adapters from `reader` unless it is the base itself (a fresh start keeps their init).
+  const std::string base_dir = lora_base_dir(cfg_);
+  if (!base_dir.empty()) {
+    CheckpointReader base_reader(base_dir);
+    read_into(base_reader, base);
+  }
+  if (has_adapters) read_into(reader, adapters);
 }
 
 // ---- Saving -------------------------------------------------------------------------------------
@@ -246,10 +266,12 @@ void Checkpointer::snapshot(InFlight& job, int64_t step, int64_t consumed_sample
   const auto& dims = ctx_ ? ctx_->dims() : ParallelDims{};
   data.layout = {dims.tp, dims.pp, dims.dp, dims.vpp, dims.dp > 1 ? cfg_.parallel.zero : 0};
   // Each piece once: by its owner on DP rank 0 (replicas are identical). Frozen parameters are
-  // saved with the weights like any other.
+  // saved with the weights like any other, except a LoRA job's base: it is checkpoint.init_from's
+  // (or the seeded init), never rewritten, so only the adapters are saved.
+  const bool lora = cfg_.lora.rank > 0;
   if (dp_rank == 0)
     for (const auto& p : params_) {
-      if (!p.owned) continue;
+      if (!p.owned || (lora && !is_lora_parameter(p.name))) continue;
       data.model.emplace_back(p.name, p.tensor.detach());
       data.model_placement[p.name] = placement_of(p.shard);
     }

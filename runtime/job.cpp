@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/fileio.h"
+#include "models/lora.h"
 #include "parallel/device.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/data/gpt_dataset.h"
@@ -16,9 +17,9 @@
 namespace weft {
 
 Transformer build_model(const ModelConfig& cfg, const at::Device& device, uint64_t seed,
-                        const ModelShard& shard) {
+                        const ModelShard& shard, const LoraConfig& lora) {
   // Initialise on the CPU (the per-parameter generators are CPU generators), then move.
-  Transformer model(cfg, at::TensorOptions().dtype(at::kFloat), shard);
+  Transformer model(cfg, at::TensorOptions().dtype(at::kFloat), shard, lora);
   model->init_weights(seed);
   if (!device.is_cpu()) model->to(device);
   return model;
@@ -64,6 +65,47 @@ void load_model_tensors(TransformerImpl& model, const NamedTensors& tensors, con
     WEFT_CHECK(std::any_of(tensors.begin(), tensors.end(),
                            [&](const auto& nt) { return nt.first == item.key(); }),
                source, ": parameter '", item.key(), "' is missing from the checkpoint");
+}
+
+std::string lora_base_dir(const Config& cfg) {
+  const std::string& from = cfg.checkpoint.init_from;
+  if (from.empty()) return "";
+  std::string dir;
+  try {
+    dir = resolve_checkpoint_dir(from);
+  } catch (const Error& e) {
+    fail(str("checkpoint.init_from '", from, "' (the base model of this LoRA job; LoRA checkpoints hold only ",
+             "the adapters) cannot be read: ", e.what(), "; restore the base there or pass --set checkpoint.init_from=DIR"));
+  }
+  WEFT_CHECK(checkpoint_config(dir).lora.rank == 0, "checkpoint.init_from '", from, "' is itself a LoRA checkpoint ",
+             "(adapters only, no base weights); export it merged (weft convert --from ckpt:DIR --to hf:OUT), import ",
+             "that (weft convert --from hf:OUT --to ckpt:BASE) and use BASE as checkpoint.init_from");
+  return dir;
+}
+
+Transformer load_checkpoint_model(const Config& cfg, const std::string& dir) {
+  auto data = load_checkpoint(dir, /*with_optimizer=*/false);
+  if (cfg.lora.rank == 0) {
+    Transformer model(cfg.model, at::TensorOptions().dtype(at::kFloat));
+    load_model_tensors(*model, data.model, dir);
+    return model;
+  }
+  Transformer model = build_model(cfg.model, at::kCPU, cfg.train.seed, ModelShard{}, cfg.lora);
+  NamedTensors tensors;
+  const std::string base = lora_base_dir(cfg);
+  if (base.empty()) {  // the seeded initialisation is the base
+    for (auto& [name, t] : model_tensors(*model))
+      if (!is_lora_parameter(name)) tensors.emplace_back(name, t);
+  } else {
+    for (auto& [name, t] : load_checkpoint(base, false).model) tensors.emplace_back(name, t);
+  }
+  for (auto& [name, t] : data.model) {
+    WEFT_CHECK(is_lora_parameter(name), dir, " holds base tensor '", name, "' but its config has lora.rank=",
+               cfg.lora.rank, " (LoRA checkpoints hold adapters only); is lora.* overridden?");
+    tensors.emplace_back(name, t);
+  }
+  load_model_tensors(*model, tensors, base.empty() ? dir : str(dir, " with base ", base));
+  return model;
 }
 
 ComputeGuard::ComputeGuard(const std::string& precision, const at::Device& device) {

@@ -20,9 +20,21 @@ namespace weft {
 class SampleSource;
 
 // A model (or one shard of it) with parameters in fp32 on `device`, initialised from `seed`
-// (layout-independent: every shard holds its slice of the same model).
+// (layout-independent: every shard holds its slice of the same model), with LoRA adapters when
+// lora.rank > 0.
 Transformer build_model(const ModelConfig& cfg, const at::Device& device, uint64_t seed,
-                        const ModelShard& shard = {});
+                        const ModelShard& shard = {}, const LoraConfig& lora = {});
+
+// LoRA checkpoints hold only the adapters; the base model is checkpoint.init_from's weights (the
+// seeded initialisation when init_from is empty). Returns init_from resolved to a step directory,
+// or "" when it is empty. Throws weft::Error naming checkpoint.init_from when it cannot be found
+// or is itself a LoRA checkpoint (adapters only).
+std::string lora_base_dir(const Config& cfg);
+
+// The whole model of checkpoint `dir` (saved with config `cfg`, overrides applied), fp32 on the
+// CPU, ready for inference or export: for a LoRA checkpoint the base from lora_base_dir(cfg) and
+// the adapters from `dir`. Throws weft::Error naming the file, tensor or config key.
+Transformer load_checkpoint_model(const Config& cfg, const std::string& dir);
 
 // The part of the model chunk `chunk` of the rank at `coord` holds: its TP slice of the layers of
 // virtual stage chunk * pp + coord.pp (parallel.pipeline_layers or balanced). `tp_group` may be

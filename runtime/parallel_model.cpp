@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "models/lora.h"
 #include "runtime/job.h"
 #include "runtime/optim/zero.h"
 
@@ -35,7 +36,7 @@ ParallelModel::ParallelModel(const Config& cfg, const ParallelContext* ctx, cons
   const RankCoord coord = ctx ? ctx->coord() : RankCoord{};
   for (int64_t c = 0; c < dims_.vpp; ++c)
     chunks_.push_back(build_model(cfg.model, device, cfg.train.seed,
-                                  model_shard(cfg, dims_, coord, c, ctx ? &ctx->tp() : nullptr)));
+                                  model_shard(cfg, dims_, coord, c, ctx ? &ctx->tp() : nullptr), cfg.lora));
   build_records(cfg);
   build_buckets(cfg);
   if (cfg.parallel.zero == 1 && dims_.dp > 1) {
@@ -62,7 +63,9 @@ void ParallelModel::build_records(const Config& cfg) {
       p.owned = p.shard.owner && !(chunk.holds_tied_copy() && p.name == "embed.weight");
       p.decay = cfg.optim.decay_norms_and_biases || !is_no_decay_parameter(p.name);
       p.deferred = p.shard.partial_grad || p.tied;
-      p.trainable = !frozen(p.name, patterns, used);
+      // LoRA trains the adapters only: the base is frozen like a train.freeze match.
+      const bool pattern_frozen = frozen(p.name, patterns, used);
+      p.trainable = !pattern_frozen && (cfg.lora.rank == 0 || is_lora_parameter(p.name));
       if (!p.trainable) p.tensor.requires_grad_(false);
       params_.push_back(std::move(p));
     }

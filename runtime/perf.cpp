@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "models/lora.h"
 #include "models/transformer.h"
 #include "runtime/job.h"
 
@@ -22,14 +23,21 @@ double training_flops_per_token(const ModelConfig& cfg, int64_t seq_len) {
 
 RankTrainingState rank_training_state(const Config& cfg, const ParallelDims& dims, const RankCoord& coord) {
   RankTrainingState s;
+  int64_t trained = 0;  // with LoRA only the adapters get grads, moments and checkpoint copies
   for (int64_t c = 0; c < dims.vpp; ++c) {
     const auto shard = model_shard(cfg, dims, coord, c, nullptr);
     s.parameters += count_parameters(cfg.model, shard);
+    if (cfg.lora.rank > 0) {
+      const Transformer meta(cfg.model, at::TensorOptions().device(at::kMeta), shard, cfg.lora);
+      for (const auto& item : meta->named_parameters())
+        if (is_lora_parameter(item.key())) s.parameters += item.value().numel(), trained += item.value().numel();
+    }
     s.layers += str(c ? "," : "", shard.first_layer, "-", shard.last_layer - 1);
   }
+  if (cfg.lora.rank == 0) trained = s.parameters;
   const double moments_share = cfg.parallel.zero == 1 ? 1.0 / double(dims.dp) : 1.0;
-  s.bytes = double(s.parameters) * (8.0 + 8.0 * moments_share);
-  if (cfg.checkpoint.async) s.snapshot_bytes = double(s.parameters) * (4.0 + 8.0 * moments_share);
+  s.bytes = double(s.parameters) * 4.0 + double(trained) * (4.0 + 8.0 * moments_share);
+  if (cfg.checkpoint.async) s.snapshot_bytes = double(trained) * (4.0 + 8.0 * moments_share);
   return s;
 }
 

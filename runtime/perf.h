@@ -19,7 +19,7 @@ double training_flops_per_token(const ModelConfig& cfg, int64_t seq_len);
 // Activations and communication buffers are not included. `weft plan` prints these figures.
 struct RankTrainingState {
   int64_t parameters = 0;
-  double bytes = 0;           // fp32 weights, grads and AdamW moments
+  double bytes = 0;           // fp32 weights, grads and AdamW moments (LoRA: grads and moments of the adapters only)
   double snapshot_bytes = 0;  // host copy an asynchronous checkpoint keeps (checkpoint.async)
   std::string layers;  // the rank's layer ranges, e.g. "0-3,8-11"
 };

@@ -52,7 +52,7 @@ Shard shard_of(const std::string& name, const std::vector<int64_t>& shape, const
     s.length = shape.empty() ? 1 : shape[0];
     s.replicas = tp;
     s.owner = rank == 0;
-    s.partial_grad = tp > 1 && sequence_parallel && split == Split::kReplicated;
+    s.partial_grad = tp > 1 && split == Split::kReplicated && (sequence_parallel || (rule && rule->partial_grad));
     return s;
   }
   s.dim = split == Split::kRow ? 1 : 0;

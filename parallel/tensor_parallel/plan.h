@@ -34,6 +34,10 @@ struct ShardRule {
   std::string suffix;
   Split split;
   int64_t unit = 1;  // kHeads: rows per head
+  // kReplicated only: the gradient is partial over TP even without sequence parallelism (each
+  // rank sees only its slice of the computation the tensor feeds, e.g. a LoRA factor beside a
+  // split projection), so it is summed over the TP group.
+  bool partial_grad = false;
 };
 using Plan = std::vector<ShardRule>;
 

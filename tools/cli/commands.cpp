@@ -12,6 +12,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fileio.h"
+#include "core/safetensors.h"
 #include "models/transformer.h"
 #include "parallel/device.h"
 #include "parallel/pipeline/schedule.h"
@@ -66,9 +67,7 @@ LoadedModel load_model(const CliArgs& a) {
   m.cfg.validate();
   m.device = select_device(m.cfg.device);
   if (m.cfg.train.threads > 0) at::set_num_threads(int(m.cfg.train.threads));
-  auto data = load_checkpoint(m.dir, /*with_optimizer=*/false);
-  m.model = Transformer(m.cfg.model, at::TensorOptions().dtype(at::kFloat));
-  load_model_tensors(*m.model, data.model, m.dir);
+  m.model = load_checkpoint_model(m.cfg, m.dir);  // a LoRA checkpoint: its base and adapters
   m.model->to(m.device);
   m.model->eval();
   return m;
@@ -81,6 +80,18 @@ std::pair<std::string, std::string> split_spec(const std::string& spec, const ch
   const auto kind = spec.substr(0, colon);
   WEFT_CHECK(kind == "hf" || kind == "ckpt", flag, " '", spec, "': kind must be hf or ckpt");
   return {kind, spec.substr(colon + 1)};
+}
+
+// The first evaluated micro-batch's input_ids (B, T) int64 and logits (B, T, vocab_size) fp32,
+// as a safetensors file: what parity tests compare with a reference implementation's logits.
+void write_first_logits(TransformerImpl& model, const SampleSource& data, const Config& cfg, const at::Device& device,
+                        const std::string& path) {
+  at::NoGradGuard no_grad;
+  const auto [first, count] = eval_window(0, cfg.train.micro_batch_size, data.num_samples());
+  const auto mb = make_micro_batch(data, first, count, cfg.train.seq_len);
+  ComputeGuard compute(cfg.precision, device);
+  auto logits = model.forward(mb.input_ids.to(device)).to(at::kFloat).cpu();  // (B, T, V)
+  write_safetensors(path, {{"input_ids", mb.input_ids.to(at::kLong).contiguous()}, {"logits", logits.contiguous()}});
 }
 
 }  // namespace
@@ -128,6 +139,7 @@ int cmd_eval(const CliArgs& a) {
   auto data = open_dataset(m.cfg, DataSplit::kAll);
   const double loss = evaluate(*m.model, *data, m.cfg.train.micro_batch_size, m.cfg.train.seq_len,
                                a.max_batches, m.cfg.precision, m.device);
+  if (!a.logits_out.empty()) write_first_logits(*m.model, *data, m.cfg, m.device, a.logits_out);
   std::printf("eval_loss=%.6f\n", loss);
   return 0;
 }
@@ -219,25 +231,33 @@ int cmd_convert(const CliArgs& a) {
   WEFT_CHECK(!a.from.empty() && !a.to.empty(), "--from and --to are both required");
   auto [from_kind, from_dir] = split_spec(a.from, "--from");
   auto [to_kind, to_dir] = split_spec(a.to, "--to");
+  WEFT_CHECK(a.lora_export.empty() || a.lora_export == "merged" || a.lora_export == "adapter",
+             "--lora-export must be merged or adapter, got '", a.lora_export, "'");
+  WEFT_CHECK(a.lora_export.empty() || (from_kind == "ckpt" && to_kind == "hf"),
+             "--lora-export applies to --from ckpt:DIR --to hf:DIR only");
   if (from_kind == "ckpt" && to_kind == "ckpt") return convert_layout(a, from_dir, to_dir);
+  if (from_kind == "ckpt") {  // -> hf: the whole model (LoRA merged) or a peft adapter
+    export_hf(from_dir, to_dir, a.lora_export == "adapter", a.overrides);
+    if (a.lora_export == "adapter") {
+      std::printf("converted %s -> %s (peft LoRA adapter)\n", a.from.c_str(), a.to.c_str());
+    } else {
+      const auto model = checkpoint_config(resolve_checkpoint_dir(from_dir)).model;
+      std::printf("converted %s -> %s (%s, %lld parameters)\n", a.from.c_str(), a.to.c_str(), model.family.c_str(),
+                  (long long)count_parameters(model));
+    }
+    return 0;
+  }
   ModelConfig model_cfg;
   Config cfg;
   NamedTensors tensors;
   std::string tokenizer_dir;
-  if (from_kind == "hf") {
+  {  // hf -> hf or hf -> ckpt
     auto hf = load_hf_model(from_dir);
     model_cfg = hf.config;
     tensors = std::move(hf.tensors);
     cfg.model = model_cfg;
     cfg.train.seq_len = std::min<int64_t>(cfg.train.seq_len, model_cfg.max_seq_len);
     if (!hf.tokenizer.empty()) cfg.data.tokenizer = hf.tokenizer, tokenizer_dir = from_dir;
-  } else {
-    const auto dir = resolve_checkpoint_dir(from_dir);
-    cfg = checkpoint_config(dir);
-    model_cfg = cfg.model;
-    auto data = load_checkpoint(dir, /*with_optimizer=*/false);
-    tensors = std::move(data.model);
-    if (fs::exists(fs::path(dir) / "vocab.json")) tokenizer_dir = dir;
   }
   for (const auto& o : a.overrides) apply_override(cfg, o);
   // Validate names and shapes against the model Weft would build from this config.

@@ -14,6 +14,8 @@ struct CliArgs {
   std::vector<std::string> overrides;  // --set KEY=VALUE, in order
   int nproc = 0;
   std::string checkpoint, data, from, to, input, output, tokenizer, json_key, prompt;
+  std::string lora_export;  // convert ckpt -> hf: merged | adapter ("" = merged)
+  std::string logits_out;   // eval: where to write the first micro-batch's input ids and logits
   int64_t max_batches = 0;
   int max_new_tokens = 64;
   double temperature = 0;

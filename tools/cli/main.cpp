@@ -18,6 +18,8 @@ DEFINE_string(data, "", "indexed dataset prefix (PREFIX.bin/PREFIX.idx); finetun
 DEFINE_int64(max_batches, 0, "eval: stop after this many micro-batches (0 = all windows)");
 DEFINE_string(from, "", "convert: source, hf:DIR or ckpt:DIR");
 DEFINE_string(to, "", "convert: destination, hf:DIR or ckpt:DIR");
+DEFINE_string(lora_export, "", "convert ckpt -> hf: merged (LoRA merged into the weights, default) | adapter (peft)");
+DEFINE_string(logits_out, "", "eval: write the first micro-batch's input_ids and logits to this .safetensors file");
 DEFINE_string(input, "", "preprocess: input text or JSONL file");
 DEFINE_string(output, "", "preprocess: output dataset prefix");
 DEFINE_string(tokenizer, "", "byte | gpt2:DIR (vocab.json + merges.txt)");
@@ -53,8 +55,10 @@ const Command kCommands[] = {
      weft::cmd_train},
     {"eval",
      "weft eval --checkpoint DIR --data PREFIX [--set KEY=VALUE]... [--max-batches N]\n"
+     "          [--logits-out FILE.safetensors]\n"
      "  Mean next-token loss over the dataset's windows of train.seq_len tokens, in order.\n"
-     "  Prints eval_loss=<float>.",
+     "  Prints eval_loss=<float>. --logits-out writes the first micro-batch's input_ids (B, T)\n"
+     "  and logits (B, T, vocab_size) fp32 (one process).",
      weft::cmd_eval},
     {"plan",
      "weft plan --config FILE [--set KEY=VALUE]... [--nproc N]\n"
@@ -63,7 +67,10 @@ const Command kCommands[] = {
      weft::cmd_plan},
     {"convert",
      "weft convert --from hf:DIR|ckpt:DIR --to hf:DIR|ckpt:DIR [--set KEY=VALUE]... [--nproc N]\n"
+     "             [--lora-export merged|adapter]\n"
      "  Hugging Face safetensors + config.json <-> Weft checkpoint (Llama and GPT-2 families).\n"
+     "  ckpt -> hf of a LoRA run: merged (default; LoRA folded into the weights) or adapter (a peft\n"
+     "  adapter_config.json + adapter_model.safetensors for PeftModel.from_pretrained; Llama).\n"
      "  ckpt -> ckpt writes the checkpoint again for the layout --set parallel.* gives, with its\n"
      "  optimizer state and data position, on N local ranks (default: the source's world size).",
      weft::cmd_convert},
@@ -153,6 +160,8 @@ int main(int argc, char** argv) {
   args.max_batches = FLAGS_max_batches;
   args.from = FLAGS_from;
   args.to = FLAGS_to;
+  args.lora_export = FLAGS_lora_export;
+  args.logits_out = FLAGS_logits_out;
   args.input = FLAGS_input;
   args.output = FLAGS_output;
   args.tokenizer = FLAGS_tokenizer;
