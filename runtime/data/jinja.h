@@ -139,6 +139,19 @@ struct Node {
   bool attr_target = false;          // kSet: assigns a namespace attribute
 };
 
+// --- tokens (jinja_lexer.cpp) ---
+struct Token {  // kText: text between tags; kOp: an operator or bracket
+  enum Kind { kText, kVarBegin, kVarEnd, kBlockBegin, kBlockEnd, kName, kInt, kFloat, kString, kOp, kEof };
+  Kind kind;
+  std::string text;
+  int line;
+  Value value;  // kInt, kFloat, kString
+};
+
+// Splits `source` into tokens; throws weft::Error "ORIGIN:LINE: what" (unterminated tag, string,
+// comment or raw block; a stray character).
+std::vector<Token> lex(const std::string& source, const std::string& origin);
+
 // Parses `source` (already the whole template); throws weft::Error "ORIGIN:LINE: what".
 Body parse(const std::string& source, const std::string& origin);
 
