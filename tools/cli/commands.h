@@ -22,7 +22,7 @@ struct CliArgs {
   int top_k = 0;
   int64_t seed = 0;
   // finetune
-  std::string model, format, lora_export;
+  std::string model, format;
   int64_t lora_rank = 0;
   bool skip_bad = false;
 };

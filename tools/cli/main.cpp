@@ -18,7 +18,7 @@ DEFINE_string(data, "", "indexed dataset prefix (PREFIX.bin/PREFIX.idx); finetun
 DEFINE_int64(max_batches, 0, "eval: stop after this many micro-batches (0 = all windows)");
 DEFINE_string(from, "", "convert: source, hf:DIR or ckpt:DIR");
 DEFINE_string(to, "", "convert: destination, hf:DIR or ckpt:DIR");
-DEFINE_string(lora_export, "", "convert ckpt -> hf: merged (LoRA merged into the weights, default) | adapter (peft)");
+DEFINE_string(lora_export, "", "convert ckpt -> hf, finetune: merged (LoRA merged into the weights, default) | adapter (peft)");
 DEFINE_string(logits_out, "", "eval: write the first micro-batch's input_ids and logits to this .safetensors file");
 DEFINE_string(input, "", "preprocess: input text or JSONL file");
 DEFINE_string(output, "", "preprocess: output dataset prefix");
@@ -32,7 +32,6 @@ DEFINE_int64(seed, 0, "generate: sampling seed");
 DEFINE_string(model, "", "finetune: the pretrained model, hf:DIR");
 DEFINE_string(format, "chat", "finetune: record format of --data: chat | prompt-completion | text");
 DEFINE_int64(lora_rank, 0, "finetune: LoRA rank; 0 = full fine-tuning");
-DEFINE_string(lora_export, "", "finetune/convert: merged (LoRA folded into the weights) | adapter (peft)");
 DEFINE_bool(skip_bad, false, "finetune: skip bad records (counted) instead of failing");
 DEFINE_bool(verbose, false, "log more, and show where errors were raised");
 
@@ -174,7 +173,6 @@ int main(int argc, char** argv) {
   args.model = FLAGS_model;
   args.format = FLAGS_format;
   args.lora_rank = FLAGS_lora_rank;
-  args.lora_export = FLAGS_lora_export;
   args.skip_bad = FLAGS_skip_bad;
   try {
     return cmd->run(args);
