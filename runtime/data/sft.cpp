@@ -14,7 +14,7 @@
 namespace weft {
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // key order as in the file (tools render in it)
 
 const std::string& string_field(const json& record, const char* key, const std::string& where = "") {
   auto it = record.find(key);
@@ -43,7 +43,9 @@ SftExample chat_example(const json& record, const SftOptions& o, const Tokenizer
     const std::string where = str("messages[", i, "].");
     WEFT_CHECK(m.is_object(), "messages[", i, "] must be an object with \"role\" and \"content\"");
     string_field(m, "role", where);
-    string_field(m, "content", where);
+    // An assistant message that calls tools may have no content (transformers drops null keys).
+    const auto content = m.find("content");
+    if (!(m.contains("tool_calls") && (content == m.end() || content->is_null()))) string_field(m, "content", where);
   }
   ChatContext ctx;
   ctx.bos_token = o.bos_token;

@@ -50,7 +50,7 @@ struct SftStats {
 struct SftExample {
   std::vector<int64_t> ids, mask;
 };
-SftExample make_sft_example(const nlohmann::json& record, const SftOptions& options, const Tokenizer& tokenizer);
+SftExample make_sft_example(const nlohmann::ordered_json& record, const SftOptions& options, const Tokenizer& tokenizer);
 
 // Reads options.input and, when no record is bad or options.skip_bad, writes the dataset
 // atomically (both pairs or neither). With bad records and !skip_bad nothing is written and
