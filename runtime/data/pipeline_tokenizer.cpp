@@ -133,16 +133,31 @@ class PipelineTokenizer : public Tokenizer {
     }
     raw_.finish();
     normalized_.finish();
+    needs_alignment_ = p_.pre_tokenizer && p_.pre_tokenizer->needs_alignment();
+  }
+
+  std::vector<int64_t> encode(const std::string& text) const override {
+    Encoding enc;
+    run(text, /*offsets=*/false, enc);
+    return std::move(enc.ids);
   }
 
   Encoding encode_with_offsets(const std::string& text) const override {
     Encoding enc;
+    run(text, /*offsets=*/true, enc);
+    return enc;
+  }
+
+  // Text -> ids (and offsets): cut out raw added tokens, normalize, cut out normalized ones,
+  // pre-tokenize, run the model. Without offsets, spans are not tracked (faster) unless a
+  // pre-tokenizer depends on them.
+  void run(const std::string& text, bool offsets, Encoding& enc) const {
     auto emit = [&](int64_t id, Span s) {
       enc.ids.push_back(id);
-      enc.offsets.emplace_back(s.begin, s.end);
+      if (offsets) enc.offsets.emplace_back(s.begin, s.end);
     };
     std::vector<Segment> outer;
-    raw_.split(AlignedText::original(text), outer);
+    raw_.split(AlignedText::original(text, 0, offsets || needs_alignment_), outer);
     std::vector<Segment> inner;
     std::vector<AlignedText> words;
     std::vector<BpeToken> tokens;
@@ -166,13 +181,12 @@ class PipelineTokenizer : public Tokenizer {
           p_.model->tokenize(w.text, tokens);
           size_t at = 0;
           for (const BpeToken& t : tokens) {
-            emit(t.id, w.slice(at, at + t.len).span());
+            emit(t.id, w.span(at, at + t.len));
             at += t.len;
           }
         }
       }
     }
-    return enc;
   }
 
   std::vector<int64_t> add_special_tokens(const std::vector<int64_t>& ids) const override {
@@ -224,6 +238,7 @@ class PipelineTokenizer : public Tokenizer {
   std::vector<std::unique_ptr<AddedToken>> normalized_contents_;
   AddedMatcher raw_, normalized_;
   int64_t vocab_size_ = 0;
+  bool needs_alignment_ = false;
 };
 
 }  // namespace

@@ -15,9 +15,11 @@ namespace weft {
 
 // ---- AlignedText ---------------------------------------------------------------------------
 
-AlignedText AlignedText::original(std::string_view text, uint32_t base) {
+AlignedText AlignedText::original(std::string_view text, uint32_t base, bool tracked) {
   AlignedText out;
   out.text.assign(text);
+  out.tracked = tracked;
+  if (!tracked) return out;
   out.align.resize(text.size());
   for (size_t at = 0; at < text.size();) {
     size_t len = 1;
@@ -30,27 +32,30 @@ AlignedText AlignedText::original(std::string_view text, uint32_t base) {
 }
 
 AlignedText AlignedText::slice(size_t begin, size_t end) const {
-  AlignedText out;
+  AlignedText out = derived();
   out.text = text.substr(begin, end - begin);
-  out.align.assign(align.begin() + begin, align.begin() + end);
+  if (tracked) out.align.assign(align.begin() + begin, align.begin() + end);
   return out;
 }
 
 void AlignedText::append(const AlignedText& other) {
   text += other.text;
-  align.insert(align.end(), other.align.begin(), other.align.end());
+  if (tracked) align.insert(align.end(), other.align.begin(), other.align.end());
 }
 
 void AlignedText::prepend(const std::string& s) {
   if (text.empty()) return;
   text.insert(0, s);
-  align.insert(align.begin(), s.size(), align.front());
+  if (tracked) align.insert(align.begin(), s.size(), align.front());
 }
 
-Span AlignedText::span() const {
-  if (align.empty()) return {0, 0};
-  Span s = align.front();
-  for (const Span& a : align) s.begin = std::min(s.begin, a.begin), s.end = std::max(s.end, a.end);
+Span AlignedText::span(size_t begin, size_t end) const {
+  if (!tracked || begin >= end) return {0, 0};
+  Span s = align[begin];
+  for (size_t i = begin + 1; i < end; ++i) {
+    s.begin = std::min(s.begin, align[i].begin);
+    s.end = std::max(s.end, align[i].end);
+  }
   return s;
 }
 
@@ -273,11 +278,13 @@ bool nfc_of(std::string_view s, std::string& out) {
 // marks that did not compose), extra ones (decompositions) with the last input character.
 void append_realigned(const AlignedText& in, size_t start, size_t end, const std::string& norm,
                       AlignedText& out) {
+  out.text += norm;
+  if (!in.tracked) return;
   std::vector<Span> in_chars;  // the span of each input character
   for (size_t at = start; at < end;) {
     size_t len = 1;
     decode_utf8(in.text, at, len);
-    in_chars.push_back(in.slice(at, at + len).span());
+    in_chars.push_back(in.span(at, at + len));
     at += len;
   }
   std::vector<size_t> out_lens;
@@ -292,7 +299,6 @@ void append_realigned(const AlignedText& in, size_t start, size_t end, const std
     size_t from = n_out >= n_in ? std::min(k, n_in - 1) : k == 0 ? 0 : n_in - n_out + k;
     out.align.insert(out.align.end(), out_lens[k], in_chars[from]);
   }
-  out.text += norm;
 }
 
 }  // namespace
@@ -301,7 +307,7 @@ AlignedText nfc(const AlignedText& in) {
   std::string whole;
   if (nfc_of(in.text, whole) && whole == in.text) return in;  // the common case
   const auto& joins = nfc_joins_previous();
-  AlignedText out;
+  AlignedText out = in.derived();
   const std::string& t = in.text;
   size_t start = 0;
   auto flush = [&](size_t end) {

@@ -18,19 +18,28 @@ struct Span {
 
 // Text derived from the input, with, for each of its bytes, the input span it came from (for an
 // unchanged character: the whole character's bytes). Normalizers and pre-tokenizers transform
-// it; token offsets are the union of their bytes' spans.
+// it; token offsets are the union of their bytes' spans. Untracked text (no offsets wanted)
+// keeps no spans: align stays empty and span() is {0, 0}; text derived from it is untracked.
 struct AlignedText {
   std::string text;
-  std::vector<Span> align;  // align.size() == text.size()
+  std::vector<Span> align;  // align.size() == text.size() when tracked, else empty
+  bool tracked = true;
 
   // `text` as the input itself: each byte maps to the UTF-8 character holding it (an invalid
   // byte to itself), shifted by `base`.
-  static AlignedText original(std::string_view text, uint32_t base = 0);
+  static AlignedText original(std::string_view text, uint32_t base = 0, bool tracked = true);
+  // An empty text tracked as this one is, to build derived text in.
+  AlignedText derived() const {
+    AlignedText t;
+    t.tracked = tracked;
+    return t;
+  }
   AlignedText slice(size_t begin, size_t end) const;
   void append(const AlignedText& other);
   // Prepends `s`, its bytes aligned with the first byte; nothing when the text is empty.
   void prepend(const std::string& s);
-  Span span() const;  // union of all spans ({0, 0} when empty)
+  Span span() const { return span(0, text.size()); }  // union of all spans ({0, 0} when empty)
+  Span span(size_t begin, size_t end) const;           // union of the spans of bytes [begin, end)
 };
 
 // A PCRE2 regex (UTF, Unicode properties, JIT) for patterns written for the reference's engine

@@ -33,19 +33,24 @@ class Tokenizer {
   virtual std::vector<int64_t> encode(const std::string& text) const {
     return encode_with_offsets(text).ids;
   }
-  // encode's ids with byte offsets into `text`. Offsets are those of the reference converted to
-  // bytes: a token that holds only some bytes of a character (byte-level or byte-fallback pieces)
-  // covers the whole character, so neighbouring tokens may share it; an added token covers the
-  // whitespace its lstrip/rstrip took; a normalizer's rewrite (NFC) maps to the whole stretch of
-  // text it rewrote. Offsets never decrease and lie within [0, text.size()].
+  // encode's ids with byte offsets into `text`, those of the reference converted to bytes:
+  // tokenizer.json: a token holding only some bytes of a character (byte-level or byte-fallback
+  //   pieces) covers the whole character, so neighbouring tokens may share it; an added token
+  //   covers the whitespace its lstrip/rstrip took; a character NFC composed maps to the first
+  //   input character it came from; ByteLevel's trim_offsets is not applied (offsets stay
+  //   untrimmed, covering the leading space of " word").
+  // SentencePiece: the library's offsets (the byte-fallback pieces of one character: all but
+  //   the last are empty, at the character's start).
+  // byte: [i, i + 1). Offsets lie within [0, text.size()] and never decrease.
   virtual Encoding encode_with_offsets(const std::string& text) const = 0;
   // `ids` of one sequence wrapped as the tokenizer's post-processor does for a single sequence
   // (Llama 3: <|begin_of_text|> first; GPT-2, Qwen 2.5: unchanged; SentencePiece: BOS first
   // when the model has one, as transformers' LlamaTokenizer, never EOS).
   virtual std::vector<int64_t> add_special_tokens(const std::vector<int64_t>& ids) const = 0;
-  // Text of `ids`; special tokens are not skipped. decode(encode(x)) == x for the byte, gpt2
-  // and byte-level tokenizers, and for other tokenizers whenever the reference round-trips.
-  // Bytes that are not valid UTF-8 come out as they are (the reference would write U+FFFD).
+  // Text of `ids` as the reference's decode(ids, skip_special_tokens=False) gives it.
+  // decode(encode(x)) == x for the byte, gpt2 and byte-level tokenizers, and for the others
+  // whenever the reference round-trips. tokenizer.json: bytes that are not valid UTF-8 (byte
+  // tokens of a cut character) come out as they are, where the reference writes U+FFFD.
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
   // Id of a token string (vocabulary or added token), or -1.
   virtual int64_t token_to_id(const std::string& token) const = 0;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 
 #include "core/error.h"
 #include "runtime/data/unicode_classes.h"
@@ -57,14 +58,13 @@ const ByteMap& byte_map() {
 // new bytes are aligned with the whole text they replace (an empty match: the next byte's).
 template <typename Find>
 AlignedText replace_matches(const AlignedText& in, const std::string& content, Find find) {
-  AlignedText out;
+  AlignedText out = in.derived();
   size_t prev = 0;
   for (const auto& [s, e] : find(in.text)) {
     out.append(in.slice(prev, s));
     if (s == e && s == in.text.size()) continue;
-    const Span span = s == e ? in.align[s] : in.slice(s, e).span();
     out.text += content;
-    out.align.insert(out.align.end(), content.size(), span);
+    if (in.tracked) out.align.insert(out.align.end(), content.size(), s == e ? in.align[s] : in.span(s, e));
     prev = e;
   }
   out.append(in.slice(prev, in.text.size()));
@@ -218,7 +218,8 @@ class ByteLevelPreTokenizer : public PreTokenizer {
       : add_prefix_space_(add_prefix_space), use_regex_(use_regex) {}
   void apply(std::vector<AlignedText>& pieces) const override {
     std::vector<AlignedText> out;
-    for (AlignedText p : pieces) {
+    out.reserve(pieces.size() * 4);
+    for (AlignedText& p : pieces) {
       if (add_prefix_space_ && (p.text.empty() || p.text[0] != ' ')) p.prepend(" ");
       if (!use_regex_) {
         if (!p.text.empty()) out.push_back(to_symbols(p, 0, p.text.size()));
@@ -236,12 +237,15 @@ class ByteLevelPreTokenizer : public PreTokenizer {
  private:
   // Each byte becomes its printable stand-in, aligned as the byte was.
   static AlignedText to_symbols(const AlignedText& p, size_t begin, size_t end) {
-    AlignedText s;
+    AlignedText s = p.derived();
+    s.text.reserve(2 * (end - begin));
+    if (p.tracked) s.align.reserve(2 * (end - begin));
     const ByteMap& map = byte_map();
     for (size_t i = begin; i < end; ++i) {
       const std::string& sym = map.symbol[static_cast<unsigned char>(p.text[i])];
       s.text += sym;
-      s.align.insert(s.align.end(), sym.size(), p.align[i]);
+      if (p.tracked)
+        for (size_t k = 0; k < sym.size(); ++k) s.align.push_back(p.align[i]);
     }
     return s;
   }
@@ -252,6 +256,7 @@ class MetaspacePreTokenizer : public PreTokenizer {
  public:
   MetaspacePreTokenizer(std::string replacement, PrependScheme scheme, bool split)
       : replacement_(std::move(replacement)), scheme_(scheme), split_(split) {}
+  bool needs_alignment() const override { return scheme_ == PrependScheme::kFirst; }
   void apply(std::vector<AlignedText>& pieces) const override {
     std::vector<AlignedText> out;
     for (const AlignedText& piece : pieces) {
@@ -303,6 +308,11 @@ class DigitsPreTokenizer : public PreTokenizer {
 class PreTokenizerSequence : public PreTokenizer {
  public:
   explicit PreTokenizerSequence(std::vector<std::unique_ptr<PreTokenizer>> p) : parts_(std::move(p)) {}
+  bool needs_alignment() const override {
+    for (const auto& p : parts_)
+      if (p->needs_alignment()) return true;
+    return false;
+  }
   void apply(std::vector<AlignedText>& pieces) const override {
     for (const auto& p : parts_) p->apply(pieces);
   }
@@ -362,8 +372,8 @@ class ByteFallbackDecoder : public TokenDecoder {
     bool pending = false;
     for (const std::string& t : tokens) {
       int value = -1;
-      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && std::isxdigit(t[3]) &&
-          std::isxdigit(t[4]))
+      if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' &&
+          std::isxdigit(static_cast<unsigned char>(t[3])) && std::isxdigit(static_cast<unsigned char>(t[4])))
         value = std::stoi(t.substr(3, 2), nullptr, 16);
       if (value >= 0) {
         bytes.push_back(static_cast<char>(value));

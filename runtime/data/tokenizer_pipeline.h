@@ -26,6 +26,9 @@ class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
   virtual void apply(std::vector<AlignedText>& pieces) const = 0;
+  // Whether its pieces depend on where they came from (Metaspace's "first"), so text must be
+  // tracked even when no offsets are wanted.
+  virtual bool needs_alignment() const { return false; }
 };
 
 // Turns token strings back into text (ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace,

@@ -273,7 +273,8 @@ def check_sp(name, model_bytes, texts, tmp):
         back = weft_json("decode-batch", spec, [g["ids"] for g in got])
         for text, g, p, b in zip(texts, got, plain, back):
             want = sp.encode(text)
-            assert g["ids"] == want and p == want, f"{name} {spec}: ids differ on {text!r}:\n weft {g['ids']}\n  ref {want}"
+            assert g["ids"] == want and p == want, (
+                f"{name} {spec}: ids differ on {text!r}:\n weft {g['ids']}\n  ref {want}")
             proto = sp.encode(text, return_type="proto")
             want_off = [[x.begin, x.end] for x in proto.pieces]
             assert g["offsets"] == want_off, f"{name}: offsets differ on {text!r}: {g['offsets']} vs {want_off}"
@@ -304,12 +305,13 @@ def main():
                             ("llama2", llama2_style), ("metaspace", metaspace_style)):
             tok, config = build(corpus)
             check_hf(name, tok, config, texts, tmp)
-        sp_texts = [t for t in texts]
+        sp_texts = texts
         check_sp("sp-bpe-byte-fallback", train_sp(
             corpus, vocab_size=600, model_type="bpe", byte_fallback=True, normalization_rule_name="identity",
             split_digits=True, allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
             character_coverage=0.98, bos_id=1, eos_id=2, unk_id=0), sp_texts, tmp)
-        check_sp("sp-unigram", train_sp(corpus, vocab_size=200, model_type="unigram", hard_vocab_limit=False), sp_texts, tmp)
+        check_sp("sp-unigram", train_sp(corpus, vocab_size=200, model_type="unigram", hard_vocab_limit=False),
+                 sp_texts, tmp)
 
 
 if __name__ == "__main__":
