@@ -50,12 +50,6 @@ class AddedMatcher {
         return a->content.size() > b->content.size();
       });
   }
-  bool empty() const {
-    for (const auto& l : by_first_)
-      if (!l.empty()) return false;
-    return true;
-  }
-
   void split(const AlignedText& in, std::vector<Segment>& out) const {
     const std::string& s = in.text;
     size_t start_offset = 0, pos = 0;
