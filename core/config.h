@@ -88,7 +88,7 @@ struct DataConfig {
   std::string prefix;              // indexed dataset path without .bin/.idx
   std::vector<std::string> blend;  // weight, prefix, weight, prefix, ... (instead of prefix)
   std::string split = "98,2";      // train,validation share of documents
-  std::string tokenizer = "byte";  // byte | gpt2:DIR (vocab.json + merges.txt); for generate
+  std::string tokenizer = "byte";  // byte | gpt2:DIR | hf:DIR | sp:FILE (see make_tokenizer); for generate
   std::string cache_dir;           // dataset index caches; empty = PREFIX.weft_cache/ beside each
   // stream: documents concatenated and cut into windows (pre-training); packed: whole documents
   // (fine-tuning examples) packed into rows without attending to each other; padded: one per row.

@@ -20,6 +20,7 @@
 #include "parallel/comm.h"
 #include "parallel/device.h"
 #include "runtime/checkpoint/fault.h"
+#include "runtime/data/tokenizer.h"
 #include "runtime/job.h"
 #include "runtime/optim/optimizer.h"
 
@@ -29,7 +30,6 @@ namespace weft {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr const char* kGpt2Files[] = {"vocab.json", "merges.txt"};
 
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -51,7 +51,25 @@ at::Tensor hex_to_bytes(const std::string& s) {
   return t;
 }
 
-bool is_gpt2_spec(const std::string& spec) { return spec.rfind("gpt2:", 0) == 0; }
+// The files of a checkpoint's own tokenizer spec ("gpt2:." / "hf:.") among a checkpoint's extra files;
+// throws naming `dir` when the ones that spec needs are missing.
+std::map<std::string, std::string> own_tokenizer_files(const std::string& spec, const std::string& dir,
+                                                       const std::map<std::string, std::string>& extra) {
+  std::map<std::string, std::string> out;
+  const bool gpt2 = spec == "gpt2:.";
+  for (const char* f : {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "tokenizer.model"}) {
+    const bool mine = gpt2 == (std::string(f) == "vocab.json" || std::string(f) == "merges.txt");
+    if (mine && extra.count(f)) out[f] = extra.at(f);
+  }
+  if (gpt2) {
+    for (const char* f : {"vocab.json", "merges.txt"})
+      WEFT_CHECK(out.count(f), dir, " has no ", f, " but data.tokenizer is 'gpt2:.' (the checkpoint's own files)");
+  } else {
+    WEFT_CHECK(out.count("tokenizer.json") || out.count("tokenizer.model"), dir, " has no tokenizer.json or ",
+               "tokenizer.model but data.tokenizer is 'hf:.' (the checkpoint's own files)");
+  }
+  return out;
+}
 
 std::string error_text(std::exception_ptr e) {
   try {
@@ -120,10 +138,9 @@ Checkpointer::Checkpointer(const Config& cfg, const ParallelContext* ctx, const 
                            Optimizer& optimizer)
     : cfg_(cfg), ctx_(ctx), params_(params), optimizer_(optimizer) {
   fault::set_rank(ctx_ ? ctx_->rank() : 0);
-  // A tokenizer named by directory travels with every checkpoint, so the checkpoint is
-  // self-contained ("gpt2:." = the checkpoint's own files, resolved in restore()).
-  if (is_gpt2_spec(cfg_.data.tokenizer) && cfg_.data.tokenizer != "gpt2:.")
-    take_tokenizer_files(cfg_.data.tokenizer.substr(5));
+  // A tokenizer named by its files travels with every checkpoint, so the checkpoint is
+  // self-contained ("gpt2:." / "hf:." = the checkpoint's own files, resolved in restore()).
+  if (!is_checkpoint_tokenizer(cfg_.data.tokenizer)) take_tokenizer_files(cfg_.data.tokenizer);
 }
 
 Checkpointer::~Checkpointer() {
@@ -137,14 +154,11 @@ Checkpointer::~Checkpointer() {
   }
 }
 
-void Checkpointer::take_tokenizer_files(const std::string& dir) {
-  for (const char* f : kGpt2Files) {
-    const auto path = fs::path(dir) / f;
-    WEFT_CHECK(fs::exists(path), "data.tokenizer '", cfg_.data.tokenizer, "': ", path.string(),
-               " does not exist; point data.tokenizer at a directory with vocab.json and merges.txt");
-    tokenizer_files_[f] = read_file(path.string());
-  }
-  cfg_.data.tokenizer = "gpt2:.";
+void Checkpointer::take_tokenizer_files(const std::string& spec) {
+  const TokenizerFiles files = tokenizer_files(spec);
+  if (files.paths.empty()) return;  // "byte"
+  for (const auto& [name, path] : files.paths) tokenizer_files_[name] = read_file(path);
+  cfg_.data.tokenizer = files.own_spec;
 }
 
 // ---- Restoring ----------------------------------------------------------------------------------
@@ -190,10 +204,11 @@ std::optional<RestoredState> Checkpointer::restore() {
     optimizer_.reload_params();
     r = RestoredState{dir, false, 0, 0, {}};
   }
-  if (cfg_.data.tokenizer == "gpt2:." && tokenizer_files_.empty()) {
-    WEFT_CHECK(r, "data.tokenizer is 'gpt2:.' (a checkpoint's own tokenizer files) but there is no checkpoint ",
-               "to take them from; set data.tokenizer=gpt2:DIR or checkpoint.init_from");
-    take_tokenizer_files(r->dir);
+  if (is_checkpoint_tokenizer(cfg_.data.tokenizer) && tokenizer_files_.empty()) {
+    WEFT_CHECK(r, "data.tokenizer is '", cfg_.data.tokenizer, "' (a checkpoint's own tokenizer files) but there ",
+               "is no checkpoint to take them from; set data.tokenizer=gpt2:DIR, hf:DIR or sp:FILE, or ",
+               "checkpoint.init_from");
+    take_tokenizer_files(resolve_checkpoint_tokenizer(cfg_.data.tokenizer, r->dir));
   }
   if (r) r->skipped = std::move(skipped);
   return r;
@@ -215,11 +230,8 @@ RestoredState Checkpointer::load(const std::string& dir) {
   optimizer_.load_state(reader.read("optim", optimizer_.wanted_state(), cfg_.model.vocab_size), reader.step());
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   gen.set_state(hex_to_bytes(state.at("rng_cpu").get<std::string>()));
-  if (cfg_.data.tokenizer == "gpt2:." && tokenizer_files_.empty()) {
-    for (const char* f : kGpt2Files)
-      WEFT_CHECK(extra.count(f), dir, " has no ", f, " but data.tokenizer is 'gpt2:.' (the checkpoint's own files)");
-    tokenizer_files_ = extra;
-  }
+  if (is_checkpoint_tokenizer(cfg_.data.tokenizer) && tokenizer_files_.empty())
+    tokenizer_files_ = own_tokenizer_files(cfg_.data.tokenizer, dir, extra);
   return RestoredState{dir, true, reader.step(), state.at("consumed_samples").get<int64_t>(), {}};
 }
 

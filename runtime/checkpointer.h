@@ -88,7 +88,7 @@ class Checkpointer {
  private:
   struct InFlight;
   void load_weights(CheckpointReader& reader);
-  void take_tokenizer_files(const std::string& checkpoint_dir);
+  void take_tokenizer_files(const std::string& spec);  // reads its files; data.tokenizer = own spec
   void write(InFlight& job);
   SaveOutcome coordinate(InFlight& job);
   void snapshot(InFlight& job, int64_t step, int64_t consumed_samples);

@@ -401,7 +401,11 @@ HfModel load_hf_model(const std::string& dir_str) {
   }
   m.config.make_vocab_size_divisible_by = kConvertedVocabMultiple;
   resize_vocab_rows(m.tensors, m.config.vocab_size, m.config.padded_vocab_size());
-  if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) m.tokenizer = "gpt2:" + dir_str;
+  if (fs::exists(dir / "tokenizer.json") || fs::exists(dir / "tokenizer.model")) {
+    m.tokenizer = "hf:" + dir_str;
+  } else if (fs::exists(dir / "vocab.json") && fs::exists(dir / "merges.txt")) {
+    m.tokenizer = "gpt2:" + dir_str;
+  }
   return m;
 }
 

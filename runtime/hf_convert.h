@@ -22,7 +22,9 @@ namespace weft {
 struct HfModel {
   ModelConfig config;
   NamedTensors tensors;
-  std::string tokenizer;  // "gpt2:DIR" when DIR has vocab.json + merges.txt, else ""
+  // "hf:DIR" when DIR has tokenizer.json or tokenizer.model, else "gpt2:DIR" when it has
+  // vocab.json + merges.txt, else ""
+  std::string tokenizer;
 };
 HfModel load_hf_model(const std::string& dir);
 

@@ -1,24 +1,23 @@
-// Byte tokenizer and GPT-2 byte-level BPE. The BPE follows OpenAI's encoder.py exactly: regex
-// pre-tokenization, bytes mapped to printable code points, and in each round the lowest-ranked
-// adjacent pair merged at every non-overlapping occurrence, left to right. The regex is not run
-// by a regex engine: gpt2_pre_tokenize scans for the same pieces with character classes taken
-// from the reference (unicode_classes.h), so no system Unicode tables are involved.
+// Byte tokenizer, GPT-2's vocab.json + merges.txt, the spec parser and GPT-2's pre-tokenizer.
+// GPT-2's files become the same pipeline as a tokenizer.json with a ByteLevel pre-tokenizer and
+// decoder (tokenizer_pipeline.h), with OpenAI encoder.py's merge rounds. The pre-tokenizer regex
+// is not run by a regex engine: gpt2_pre_tokenize scans for the same pieces with character
+// classes taken from the reference (unicode_classes.h), so no system Unicode tables are involved.
 #include "runtime/data/tokenizer.h"
 
-#include <array>
-#include <fstream>
-#include <limits>
-#include <mutex>
+#include <filesystem>
 #include <nlohmann/json.hpp>
-#include <queue>
 #include <sstream>
 #include <unordered_map>
 
 #include "core/error.h"
+#include "runtime/data/tokenizer_pipeline.h"
 #include "runtime/data/unicode_classes.h"
 
 namespace weft {
 namespace {
+
+namespace fs = std::filesystem;
 
 class ByteTokenizer : public Tokenizer {
  public:
@@ -27,6 +26,13 @@ class ByteTokenizer : public Tokenizer {
     for (size_t i = 0; i < text.size(); ++i) ids[i] = static_cast<unsigned char>(text[i]);
     return ids;
   }
+  Encoding encode_with_offsets(const std::string& text) const override {
+    Encoding enc;
+    enc.ids = encode(text);
+    for (size_t i = 0; i < text.size(); ++i) enc.offsets.emplace_back(i, i + 1);
+    return enc;
+  }
+  std::vector<int64_t> add_special_tokens(const std::vector<int64_t>& ids) const override { return ids; }
   std::string decode(const std::vector<int64_t>& ids) const override {
     std::string out;
     out.reserve(ids.size());
@@ -36,295 +42,64 @@ class ByteTokenizer : public Tokenizer {
     }
     return out;
   }
+  int64_t token_to_id(const std::string& token) const override {
+    return token.size() == 1 ? static_cast<unsigned char>(token[0]) : -1;
+  }
   int64_t vocab_size() const override { return 257; }
+  int64_t bos_id() const override { return -1; }
   int64_t eos_id() const override { return 256; }
   std::string spec() const override { return "byte"; }
 };
 
-void append_utf8(std::string& s, uint32_t cp) {
-  if (cp < 0x80) {
-    s.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    s.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    s.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    s.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    s.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    s.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    s.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    s.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
+const char* kGpt2Hint = "; a gpt2:DIR tokenizer needs DIR/vocab.json and DIR/merges.txt from a Hugging Face "
+                        "GPT-2-style tokenizer";
 
-// Decodes one code point at s[i] (advancing i); vocab strings come from a JSON parser, so they
-// are valid UTF-8, but a malformed byte is passed through as itself rather than trusted.
-uint32_t next_code_point(const std::string& s, size_t& i) {
-  auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char c = b(i);
-  int extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
-  bool ok = extra >= 0 && i + extra < s.size();
-  for (int k = 1; ok && k <= extra; ++k) ok = (b(i + k) & 0xC0) == 0x80;
-  if (!ok) {
-    ++i;
-    return c;
-  }
-  uint32_t cp = extra == 0 ? c : (c & (0x3F >> extra));
-  for (int k = 1; k <= extra; ++k) cp = (cp << 6) | (b(i + k) & 0x3F);
-  i += extra + 1;
-  return cp;
-}
-
-// GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the other 68 bytes are
-// shifted to code points 256.. in byte order, so every byte is a visible, non-space character.
-struct ByteMap {
-  std::array<std::string, 256> symbol;  // byte -> UTF-8 of its code point
-  std::array<int, 512> byte_of;         // code point -> byte, or -1
-  ByteMap() {
-    byte_of.fill(-1);
-    int shifted = 0;
-    for (int b = 0; b < 256; ++b) {
-      bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
-      uint32_t cp = printable ? b : 256 + shifted++;
-      append_utf8(symbol[b], cp);
-      byte_of[cp] = b;
-    }
-  }
-};
-
-const ByteMap& byte_map() {
-  static const ByteMap m;
-  return m;
-}
-
-std::string read_text_file(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  WEFT_CHECK(in.good(), "cannot read ", path, " (", what, "); a gpt2:DIR tokenizer needs ",
-             "DIR/vocab.json and DIR/merges.txt from a Hugging Face GPT-2-style tokenizer");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-class Gpt2Tokenizer : public Tokenizer {
- public:
-  explicit Gpt2Tokenizer(const std::string& dir) : dir_(dir) {
-    load_vocab(dir + "/vocab.json");
-    load_merges(dir + "/merges.txt");
-  }
-
-  std::vector<int64_t> encode(const std::string& text) const override;
-  std::string decode(const std::vector<int64_t>& ids) const override;
-  int64_t vocab_size() const override { return static_cast<int64_t>(id_to_token_.size()); }
-  int64_t eos_id() const override {
-    WEFT_CHECK(eos_ >= 0, dir_,
-               "/vocab.json has no \"<|endoftext|>\" token, so there is no "
-               "end-of-document id; preprocess without appending eos or use a vocabulary "
-               "that has one");
-    return eos_;
-  }
-  std::string spec() const override { return "gpt2:" + dir_; }
-
- private:
-  void load_vocab(const std::string& path);
-  void load_merges(const std::string& path);
-  void bpe(const char* piece, size_t len, std::vector<int64_t>& out) const;
-  void bpe_uncached(const char* piece, size_t len, std::vector<int64_t>& out) const;
-
-  static uint64_t pair_key(int64_t a, int64_t b) {
-    return (static_cast<uint64_t>(a) << 32) | static_cast<uint64_t>(b);
-  }
-
-  std::string dir_;
-  std::vector<std::string> id_to_token_;  // "" where an id is unused
-  std::vector<bool> id_present_;
-  std::unordered_map<std::string, int64_t> token_to_id_;
-  std::array<int64_t, 256> byte_id_;  // id of each byte's one-symbol token, or -1
-  struct Merge {
-    int64_t rank;
-    int64_t result;
-  };
-  std::unordered_map<uint64_t, Merge> merges_;  // (left id, right id) -> merge
-  int64_t eos_ = -1;
-
-  // Pre-token -> ids. Text repeats words heavily, so this skips most BPE work; it is cleared
-  // when it grows past kCacheEntries to bound memory on large corpora.
-  static constexpr size_t kCacheEntries = 1 << 18;
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int64_t>> cache_;
-};
-
-void Gpt2Tokenizer::load_vocab(const std::string& path) {
+std::unordered_map<std::string, int64_t> read_gpt2_vocab(const std::string& path) {
   nlohmann::json vocab;
   try {
-    vocab = nlohmann::json::parse(read_text_file(path, "the BPE vocabulary"));
+    vocab = nlohmann::json::parse(read_tokenizer_file(path, kGpt2Hint));
   } catch (const nlohmann::json::exception& e) {
     fail(str(path, " is not valid JSON: ", e.what()));
   }
   WEFT_CHECK(vocab.is_object() && !vocab.empty(), path,
              " must be a non-empty JSON object mapping token strings to ids");
-  int64_t max_id = -1;
+  std::unordered_map<std::string, int64_t> ids;
+  std::unordered_map<int64_t, std::string> seen;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     WEFT_CHECK(it.value().is_number_integer() && it.value().get<int64_t>() >= 0 &&
                    it.value().get<int64_t>() < (int64_t{1} << 31),
                path, ": the id of token \"", it.key(), "\" must be an integer in [0, 2^31)");
-    max_id = std::max(max_id, it.value().get<int64_t>());
+    const int64_t id = it.value().get<int64_t>();
+    auto [prev, fresh] = seen.emplace(id, it.key());
+    WEFT_CHECK(fresh, path, ": id ", id, " is used by both \"", prev->second, "\" and \"", it.key(), "\"");
+    ids[it.key()] = id;
   }
-  id_to_token_.assign(static_cast<size_t>(max_id + 1), std::string());
-  id_present_.assign(static_cast<size_t>(max_id + 1), false);
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    int64_t id = it.value().get<int64_t>();
-    WEFT_CHECK(!id_present_[id], path, ": id ", id, " is used by both \"", id_to_token_[id],
-               "\" and \"", it.key(), "\"");
-    id_to_token_[id] = it.key();
-    id_present_[id] = true;
-    token_to_id_[it.key()] = id;
-  }
-  for (int b = 0; b < 256; ++b) {
-    auto found = token_to_id_.find(byte_map().symbol[b]);
-    byte_id_[b] = found == token_to_id_.end() ? -1 : found->second;
-  }
-  auto eos = token_to_id_.find("<|endoftext|>");
-  if (eos != token_to_id_.end()) eos_ = eos->second;
+  return ids;
 }
 
-void Gpt2Tokenizer::load_merges(const std::string& path) {
-  std::istringstream in(read_text_file(path, "the BPE merge rules"));
+// merges.txt: an optional "#version" first line, then "left right" per line (CRLF accepted).
+std::vector<std::pair<std::string, std::string>> read_gpt2_merges(
+    const std::string& path, const std::unordered_map<std::string, int64_t>& vocab) {
+  std::istringstream in(read_tokenizer_file(path, kGpt2Hint));
+  std::vector<std::pair<std::string, std::string>> merges;
   std::string line;
-  int64_t line_no = 0, rank = 0;
+  int64_t line_no = 0;
   while (std::getline(in, line)) {
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line_no == 1 && line.rfind("#version", 0) == 0) continue;
     if (line.empty()) continue;
-    size_t space = line.find(' ');
+    const size_t space = line.find(' ');
     WEFT_CHECK(space != std::string::npos && space > 0 && space + 1 < line.size() &&
                    line.find(' ', space + 1) == std::string::npos,
-               path, ":", line_no, ": expected two tokens separated by one space, got \"", line,
-               "\"");
+               path, ":", line_no, ": expected two tokens separated by one space, got \"", line, "\"");
     std::string left = line.substr(0, space), right = line.substr(space + 1);
-    auto id_of = [&](const std::string& token) {
-      auto found = token_to_id_.find(token);
-      WEFT_CHECK(found != token_to_id_.end(), path, ":", line_no, ": merge \"", line,
-                 "\" needs token \"", token, "\", which is not in vocab.json");
-      return found->second;
-    };
-    int64_t a = id_of(left), b = id_of(right), merged = id_of(left + right);
-    // Like the reference implementations (a Python dict / Rust map built in file order), a
-    // repeated pair keeps its last rank.
-    merges_[pair_key(a, b)] = Merge{rank++, merged};
+    for (const std::string& token : {left, right, left + right})
+      WEFT_CHECK(vocab.count(token), path, ":", line_no, ": merge \"", line, "\" needs token \"", token,
+                 "\", which is not in vocab.json");
+    merges.emplace_back(std::move(left), std::move(right));
   }
-}
-
-std::vector<int64_t> Gpt2Tokenizer::encode(const std::string& text) const {
-  std::vector<int64_t> ids;
-  for (std::string_view piece : gpt2_pre_tokenize(text)) bpe(piece.data(), piece.size(), ids);
-  return ids;
-}
-
-void Gpt2Tokenizer::bpe(const char* piece, size_t len, std::vector<int64_t>& out) const {
-  std::string key(piece, len);
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    auto hit = cache_.find(key);
-    if (hit != cache_.end()) {
-      out.insert(out.end(), hit->second.begin(), hit->second.end());
-      return;
-    }
-  }
-  std::vector<int64_t> ids;
-  bpe_uncached(piece, len, ids);
-  out.insert(out.end(), ids.begin(), ids.end());
-  std::lock_guard<std::mutex> lock(cache_mutex_);
-  if (cache_.size() >= kCacheEntries) cache_.clear();
-  cache_.emplace(std::move(key), std::move(ids));
-}
-
-// Symbols form a linked list; a min-heap of (rank, position) finds the next pair. To keep
-// encoder.py's semantics (merge every occurrence of the best pair, then look again), pairs
-// created during a round wait until that round's occurrences are all merged.
-void Gpt2Tokenizer::bpe_uncached(const char* piece, size_t len, std::vector<int64_t>& out) const {
-  struct Node {
-    int64_t id;
-    int64_t prev, next;
-  };
-  std::vector<Node> nodes(len);
-  for (size_t i = 0; i < len; ++i) {
-    unsigned char b = static_cast<unsigned char>(piece[i]);
-    WEFT_CHECK(byte_id_[b] >= 0, dir_, "/vocab.json has no token for byte ", static_cast<int>(b),
-               " (\"", byte_map().symbol[b],
-               "\"); a byte-level vocabulary must contain all 256 byte symbols");
-    nodes[i] = Node{byte_id_[b], static_cast<int64_t>(i) - 1,
-                    i + 1 < len ? static_cast<int64_t>(i) + 1 : -1};
-  }
-  struct Entry {
-    int64_t rank, pos, left, right, result;
-    bool operator>(const Entry& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
-  };
-  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
-  std::vector<Entry> deferred;
-  auto consider = [&](int64_t pos, std::vector<Entry>* sink) {
-    int64_t next = nodes[pos].next;
-    if (next < 0) return;
-    auto m = merges_.find(pair_key(nodes[pos].id, nodes[next].id));
-    if (m == merges_.end()) return;
-    Entry e{m->second.rank, pos, nodes[pos].id, nodes[next].id, m->second.result};
-    if (sink) {
-      sink->push_back(e);
-    } else {
-      heap.push(e);
-    }
-  };
-  // An entry is stale once either side has merged into something else.
-  auto valid = [&](const Entry& e) {
-    const Node& l = nodes[e.pos];
-    return l.id == e.left && l.next >= 0 && nodes[l.next].id == e.right;
-  };
-  for (size_t i = 0; i + 1 < len; ++i) consider(static_cast<int64_t>(i), nullptr);
-
-  while (!heap.empty()) {
-    const int64_t round = heap.top().rank;
-    while (!heap.empty() && heap.top().rank == round) {
-      Entry e = heap.top();
-      heap.pop();
-      if (!valid(e)) continue;
-      Node& l = nodes[e.pos];
-      const int64_t r = l.next;
-      l.id = e.result;
-      l.next = nodes[r].next;
-      if (l.next >= 0) nodes[l.next].prev = e.pos;
-      nodes[r].id = -1;  // dead: no entry can match it again
-      if (l.prev >= 0) consider(l.prev, &deferred);
-      consider(e.pos, &deferred);
-    }
-    for (const Entry& e : deferred) heap.push(e);
-    deferred.clear();
-  }
-  for (int64_t i = 0; i >= 0; i = nodes[i].next) out.push_back(nodes[i].id);
-}
-
-std::string Gpt2Tokenizer::decode(const std::vector<int64_t>& ids) const {
-  std::string out;
-  const ByteMap& map = byte_map();
-  for (int64_t id : ids) {
-    WEFT_CHECK(id >= 0 && id < vocab_size() && id_present_[id], "cannot decode id ", id,
-               ": it is not in ", dir_, "/vocab.json");
-    const std::string& token = id_to_token_[id];
-    for (size_t i = 0; i < token.size();) {
-      size_t start = i;
-      uint32_t cp = next_code_point(token, i);
-      int byte = cp < map.byte_of.size() ? map.byte_of[cp] : -1;
-      // Characters outside the byte alphabet (possible in hand-edited vocabularies) pass through.
-      if (byte >= 0) {
-        out.push_back(static_cast<char>(byte));
-      } else {
-        out.append(token, start, i - start);
-      }
-    }
-  }
-  return out;
+  return merges;
 }
 
 // One character of the text to the pre-tokenizer: its class and length in bytes. A byte that is
@@ -398,15 +173,73 @@ std::vector<std::string_view> gpt2_pre_tokenize(std::string_view text) {
   return pieces;
 }
 
+
+std::unique_ptr<Tokenizer> load_gpt2_files(const std::string& dir, const std::string& spec) {
+  const std::string vocab_path = dir + "/vocab.json";
+  const auto vocab = read_gpt2_vocab(vocab_path);
+  const auto merges = read_gpt2_merges(dir + "/merges.txt", vocab);
+  Pipeline p;
+  p.spec = spec;
+  p.source = vocab_path;
+  BpeOptions o;
+  o.merge_rounds = true;  // OpenAI's encoder.py
+  p.model = std::make_unique<BpeModel>(vocab, merges, o, vocab_path);
+  p.pre_tokenizer = byte_level_pre_tokenizer(/*add_prefix_space=*/false, /*use_regex=*/true);
+  p.decoder = byte_level_decoder();
+  p.eos = p.model->token_to_id("<|endoftext|>");
+  p.eos_missing = str(vocab_path, " has no \"<|endoftext|>\" token, so there is no end-of-document id; ",
+                      "preprocess without appending eos or use a vocabulary that has one");
+  return make_pipeline_tokenizer(std::move(p));
+}
+
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
-  if (spec.rfind("gpt2:", 0) == 0) {
-    std::string dir = spec.substr(5);
-    WEFT_CHECK(!dir.empty(), "tokenizer spec \"gpt2:\" needs a directory: gpt2:DIR");
-    return std::make_unique<Gpt2Tokenizer>(dir);
+  const size_t colon = spec.find(':');
+  const std::string kind = spec.substr(0, colon), path = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  if (kind == "gpt2" || kind == "hf" || kind == "sp")
+    WEFT_CHECK(!path.empty(), "tokenizer spec \"", spec, "\" needs a path: ", kind,
+               kind == "sp" ? ":FILE" : ":DIR");
+  if (kind == "gpt2") return load_gpt2_files(path, spec);
+  if (kind == "sp") return load_sentencepiece(path, spec);
+  if (kind == "hf") {
+    if (!fs::exists(fs::path(path) / "tokenizer.json") && fs::exists(fs::path(path) / "tokenizer.model"))
+      return load_sentencepiece(path + "/tokenizer.model", spec);
+    return load_tokenizer_json(path, spec);
   }
-  fail(str("unknown tokenizer \"", spec, "\" (expected \"byte\" or \"gpt2:DIR\" with ",
-           "DIR/vocab.json and DIR/merges.txt)"));
+  fail(str("unknown tokenizer \"", spec, "\" (expected \"byte\", \"gpt2:DIR\" with DIR/vocab.json and ",
+           "DIR/merges.txt, \"hf:DIR\" with DIR/tokenizer.json or DIR/tokenizer.model, or \"sp:FILE\" with ",
+           "a SentencePiece model)"));
+}
+
+TokenizerFiles tokenizer_files(const std::string& spec) {
+  TokenizerFiles out;
+  const size_t colon = spec.find(':');
+  const std::string kind = spec.substr(0, colon), path = colon == std::string::npos ? "" : spec.substr(colon + 1);
+  auto need = [&](const std::string& name, const fs::path& file, const std::string& what) {
+    WEFT_CHECK(fs::exists(file), "data.tokenizer '", spec, "': ", file.string(), " does not exist; ", what);
+    out.paths[name] = file.string();
+  };
+  if (kind == "gpt2") {
+    for (const char* f : {"vocab.json", "merges.txt"})
+      need(f, fs::path(path) / f, "point data.tokenizer at a directory with vocab.json and merges.txt");
+    out.own_spec = "gpt2:.";
+  } else if (kind == "hf") {
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model"})
+      if (fs::exists(fs::path(path) / f)) out.paths[f] = (fs::path(path) / f).string();
+    WEFT_CHECK(out.paths.count("tokenizer.json") || out.paths.count("tokenizer.model"), "data.tokenizer '", spec,
+               "': ", path, " has neither tokenizer.json nor tokenizer.model");
+    out.own_spec = "hf:.";
+  } else if (kind == "sp") {
+    need("tokenizer.model", path, "point data.tokenizer at a SentencePiece .model file");
+    out.own_spec = "hf:.";  // a directory holding only tokenizer.model reads as SentencePiece
+  }
+  return out;
+}
+
+bool is_checkpoint_tokenizer(const std::string& spec) { return spec == "gpt2:." || spec == "hf:."; }
+
+std::string resolve_checkpoint_tokenizer(const std::string& spec, const std::string& dir) {
+  return is_checkpoint_tokenizer(spec) ? spec.substr(0, spec.size() - 1) + dir : spec;
 }
 
 }  // namespace weft

@@ -47,6 +47,17 @@ Gpt2CharClass gpt2_char_class(uint32_t cp) {
   return cp <= 0x10FFFF ? classify(cp) : Gpt2CharClass::kOther;
 }
 
+std::vector<std::pair<uint32_t, uint32_t>> gpt2_class_ranges(Gpt2CharClass cls) {
+  std::vector<std::pair<uint32_t, uint32_t>> out;
+  auto add = [&](const auto& table) {
+    for (const CodePointRange& r : table) out.emplace_back(r.first, r.last);
+  };
+  if (cls == Gpt2CharClass::kLetter) add(kGpt2Letters);
+  if (cls == Gpt2CharClass::kNumber) add(kGpt2Numbers);
+  if (cls == Gpt2CharClass::kSpace) add(kGpt2Spaces);
+  return out;
+}
+
 uint32_t decode_utf8(std::string_view text, size_t at, size_t& len) {
   auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
   const unsigned char lead = byte(at);

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace weft {
 
@@ -14,6 +16,11 @@ enum class Gpt2CharClass : uint8_t { kLetter, kNumber, kSpace, kOther };
 // Class of code point `cp`. Anything outside 0..0x10FFFF, surrogates included, is kOther.
 // Thread safety: safe to call concurrently (the lookup table is built once, on first use).
 Gpt2CharClass gpt2_char_class(uint32_t cp);
+
+// The code points of class `cls` (kLetter, kNumber or kSpace; kOther gives {}) as sorted,
+// disjoint, inclusive {first, last} ranges, for building regex classes that agree with
+// gpt2_char_class. Thread safety: safe to call concurrently.
+std::vector<std::pair<uint32_t, uint32_t>> gpt2_class_ranges(Gpt2CharClass cls);
 
 // Returned by decode_utf8 for a byte that does not start a valid UTF-8 sequence.
 constexpr uint32_t kInvalidUtf8 = 0xFFFFFFFF;

@@ -4,7 +4,9 @@ fine-tunes it with checkpoint.init_from; that run's checkpoints hold vocab.json 
 byte-identical to the originals, `weft generate` on them needs no --tokenizer and decodes with
 that tokenizer, the run resumes from its own checkpoint, and `weft convert --to hf:` exports the
 tokenizer. A run whose data.tokenizer names the checkpoint's own files but has no checkpoint to
-take them from is refused in one line."""
+take them from is refused in one line. The same holds for a tokenizer.json tokenizer
+(hf:DIR): tokenizer.json and tokenizer_config.json travel, the checkpoint's config says hf:.,
+and generate, a fine-tuning run and an export use them."""
 import os
 import sys
 
@@ -72,6 +74,42 @@ def main():
     err = p.stderr.strip().splitlines()
     check(p.returncode != 0 and len(err) == 1 and "data.tokenizer" in err[0],
           f"gpt2:. without a checkpoint is refused in one line: {err}")
+    tokenizer_json_travels(work, hf, bpe, text, prefix)
+
+
+def tokenizer_json_travels(work, gpt2_dir, bpe, text, prefix):
+    """hf:DIR with tokenizer.json + tokenizer_config.json: convert, generate, train, export."""
+    hf = os.path.join(work, "hf_json")
+    os.makedirs(hf)
+    bpe.save(os.path.join(hf, "tokenizer.json"))
+    with open(os.path.join(hf, "tokenizer_config.json"), "w") as f:
+        f.write('{"eos_token": "<|endoftext|>"}')
+    for f in ("config.json", "model.safetensors"):
+        os.link(os.path.join(gpt2_dir, f), os.path.join(hf, f))
+    names = ("tokenizer.json", "tokenizer_config.json")
+    base = os.path.join(work, "base_json")
+    weft("convert", "--from", "hf:" + hf, "--to", "ckpt:" + base)
+    step0 = os.path.join(base, "step_00000000")
+    check(all(same_bytes(os.path.join(step0, f), os.path.join(hf, f)) for f in names),
+          "convert --from hf: (tokenizer.json) stores tokenizer.json and tokenizer_config.json")
+    with open(os.path.join(step0, "config.yaml")) as f:
+        check("tokenizer: hf:." in f.read(), "the converted checkpoint's data.tokenizer is hf:.")
+    g = weft("generate", "--checkpoint", step0, "--prompt", "the quick", "--max-new-tokens", "4")
+    check(g.stdout.startswith("the quick"), "weft generate reads the checkpoint's tokenizer.json")
+
+    run = os.path.join(work, "run_json")
+    weft("train", "--config", os.path.join(step0, "config.yaml"), "--set", "data.prefix=" + prefix,
+         "--set", "train.seq_len=32", "--set", "train.global_batch_size=4", "--set", "train.micro_batch_size=2",
+         "--set", "run.dir=" + run, "--set", "checkpoint.dir=" + os.path.join(run, "ckpt"),
+         "--set", "run.peak_tflops=1", "--set", "train.eval_interval=0", "--set", "train.steps=1",
+         "--set", "checkpoint.init_from=" + base)
+    step1 = os.path.join(run, "ckpt", "step_00000001")
+    check(all(same_bytes(os.path.join(step1, f), os.path.join(hf, f)) for f in names),
+          "a run started from it carries tokenizer.json and tokenizer_config.json on")
+    out = os.path.join(work, "export_json")
+    weft("convert", "--from", "ckpt:" + step1, "--to", "hf:" + out)
+    check(all(same_bytes(os.path.join(out, f), os.path.join(hf, f)) for f in names),
+          "convert --to hf: exports tokenizer.json and tokenizer_config.json")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ const char* kUsage =
     "  decode SPEC               stdin ids -> text on stdout\n"
     "  encode-batch SPEC         stdin JSON list of strings -> JSON list of id lists\n"
     "  decode-batch SPEC         stdin JSON list of id lists -> JSON list of strings\n"
+    "  encode-offsets-batch SPEC stdin JSON list of strings -> JSON list of\n"
+    "                            {\"ids\": [...], \"offsets\": [[begin, end], ...]} (bytes)\n"
+    "  tokenizer-info SPEC [TOKEN...]  JSON {vocab_size, bos, eos (-1 if none),\n"
+    "                            template: add_special_tokens([]), ids: token_to_id of each}\n"
     "  pre-tokenize-batch        stdin JSON list of strings -> JSON list of GPT-2 piece lists\n"
     "  samples CONFIG FIRST COUNT [KEY=VALUE]...\n"
     "                            JSON list of the training samples FIRST.. of the job's train\n"
@@ -128,6 +132,31 @@ int main(int argc, char** argv) {
         out.push_back(tok->decode(ids.get<std::vector<int64_t>>()));
       }
       std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+      return 0;
+    }
+    if (args.size() == 2 && args[0] == "encode-offsets-batch") {
+      auto tok = weft::make_tokenizer(args[1]);
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& s : nlohmann::json::parse(read_stdin())) {
+        const weft::Encoding enc = tok->encode_with_offsets(s.get<std::string>());
+        out.push_back({{"ids", enc.ids}, {"offsets", enc.offsets}});
+      }
+      std::cout << out.dump() << '\n';
+      return 0;
+    }
+    if (args.size() >= 2 && args[0] == "tokenizer-info") {
+      auto tok = weft::make_tokenizer(args[1]);
+      int64_t eos = -1;
+      try {
+        eos = tok->eos_id();
+      } catch (const weft::Error&) {
+      }
+      nlohmann::json ids = nlohmann::json::array();
+      for (size_t i = 2; i < args.size(); ++i) ids.push_back(tok->token_to_id(args[i]));
+      nlohmann::json out = {{"vocab_size", tok->vocab_size()}, {"bos", tok->bos_id()}, {"eos", eos},
+                            {"template", tok->add_special_tokens({})}, {"ids", ids},
+                            {"wrapped", tok->add_special_tokens({7, 8})}, {"spec", tok->spec()}};
+      std::cout << out.dump() << '\n';
       return 0;
     }
     if (args.size() == 1 && args[0] == "pre-tokenize-batch") {

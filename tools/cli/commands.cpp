@@ -250,14 +250,14 @@ int cmd_convert(const CliArgs& a) {
   ModelConfig model_cfg;
   Config cfg;
   NamedTensors tensors;
-  std::string tokenizer_dir;
+  std::string tokenizer_spec;  // the tokenizer whose files go with the result, if any
   {  // hf -> hf or hf -> ckpt
     auto hf = load_hf_model(from_dir);
     model_cfg = hf.config;
     tensors = std::move(hf.tensors);
     cfg.model = model_cfg;
     cfg.train.seq_len = std::min<int64_t>(cfg.train.seq_len, model_cfg.max_seq_len);
-    if (!hf.tokenizer.empty()) cfg.data.tokenizer = hf.tokenizer, tokenizer_dir = from_dir;
+    if (!hf.tokenizer.empty()) cfg.data.tokenizer = tokenizer_spec = hf.tokenizer;
   }
   for (const auto& o : a.overrides) apply_override(cfg, o);
   // Validate names and shapes against the model Weft would build from this config.
@@ -266,17 +266,17 @@ int cmd_convert(const CliArgs& a) {
     auto* p = check->named_parameters().find(name);
     WEFT_CHECK(p && p->sizes() == t.sizes(), a.from, ": tensor '", name, "' does not fit the model config");
   }
+  const TokenizerFiles tok_files = tokenizer_spec.empty() ? TokenizerFiles{} : tokenizer_files(tokenizer_spec);
   if (to_kind == "hf") {
     save_hf_model(to_dir, model_cfg, tensors);
-    if (!tokenizer_dir.empty() && fs::absolute(tokenizer_dir) != fs::absolute(to_dir))
-      for (const char* f : {"vocab.json", "merges.txt"})
-        fs::copy_file(fs::path(tokenizer_dir) / f, fs::path(to_dir) / f, fs::copy_options::overwrite_existing);
+    for (const auto& [name, path] : tok_files.paths)
+      if (fs::absolute(path) != fs::absolute(fs::path(to_dir) / name))
+        fs::copy_file(path, fs::path(to_dir) / name, fs::copy_options::overwrite_existing);
   } else {  // hf -> ckpt
     CheckpointData data;
     data.model = std::move(tensors);
-    for (const char* f : {"vocab.json", "merges.txt"})
-      if (!tokenizer_dir.empty()) data.extra_files[f] = read_file((fs::path(tokenizer_dir) / f).string());
-    if (!tokenizer_dir.empty()) cfg.data.tokenizer = "gpt2:.";  // the checkpoint's own files
+    for (const auto& [name, path] : tok_files.paths) data.extra_files[name] = read_file(path);
+    if (!tok_files.paths.empty()) cfg.data.tokenizer = tok_files.own_spec;  // the checkpoint's own files
     data.config_yaml = to_yaml(cfg);
     data.trainer_state = {{"step", 0}, {"consumed_samples", 0}, {"converted_from", a.from}};
     save_checkpoint(to_dir, data);
@@ -307,7 +307,7 @@ int cmd_generate(const CliArgs& a) {
   WEFT_CHECK(a.max_new_tokens > 0, "--max-new-tokens must be > 0, got ", a.max_new_tokens);
   auto m = load_model(a);
   std::string spec = a.tokenizer.empty() ? m.cfg.data.tokenizer : a.tokenizer;
-  if (spec == "gpt2:.") spec = "gpt2:" + m.dir;  // tokenizer files stored in the checkpoint
+  spec = resolve_checkpoint_tokenizer(spec, m.dir);  // "gpt2:." / "hf:.": files stored in the checkpoint
   auto tok = make_tokenizer(spec);
   WEFT_CHECK(tok->vocab_size() <= m.cfg.model.vocab_size, "tokenizer '", spec, "' has ",
              tok->vocab_size(), " tokens but the model only ", m.cfg.model.vocab_size,

@@ -22,7 +22,7 @@ DEFINE_string(lora_export, "", "convert ckpt -> hf, finetune: merged (LoRA merge
 DEFINE_string(logits_out, "", "eval: write the first micro-batch's input_ids and logits to this .safetensors file");
 DEFINE_string(input, "", "preprocess: input text or JSONL file");
 DEFINE_string(output, "", "preprocess: output dataset prefix");
-DEFINE_string(tokenizer, "", "byte | gpt2:DIR (vocab.json + merges.txt)");
+DEFINE_string(tokenizer, "", "byte | gpt2:DIR (vocab.json + merges.txt) | hf:DIR (tokenizer.json or tokenizer.model) | sp:FILE (SentencePiece .model)");
 DEFINE_string(json_key, "text", "preprocess: JSONL field holding the text");
 DEFINE_string(prompt, "", "generate: prompt text");
 DEFINE_int32(max_new_tokens, 64, "generate: tokens to generate");
@@ -74,7 +74,7 @@ const Command kCommands[] = {
      "  optimizer state and data position, on N local ranks (default: the source's world size).",
      weft::cmd_convert},
     {"preprocess",
-     "weft preprocess --input FILE --tokenizer byte|gpt2:DIR --output PREFIX [--json-key text]\n"
+     "weft preprocess --input FILE --tokenizer byte|gpt2:DIR|hf:DIR|sp:FILE --output PREFIX [--json-key text]\n"
      "  Text (documents separated by blank lines) or JSONL -> Megatron indexed dataset\n"
      "  PREFIX.bin/PREFIX.idx, one end-of-document token after each document.",
      weft::cmd_preprocess},
