@@ -34,7 +34,6 @@ size_t invalid_utf8_at(const std::string& s) {
 }
 
 SftExample chat_example(const json& record, const SftOptions& o, const Tokenizer& tok) {
-  WEFT_CHECK(o.chat_template, "--format chat needs a chat template (chat_template in the model's tokenizer_config.json)");
   auto it = record.find("messages");
   WEFT_CHECK(it != record.end(), "missing field \"messages\"");
   WEFT_CHECK(it->is_array() && !it->empty(), "field \"messages\" must be a non-empty array");
@@ -101,6 +100,7 @@ SftExample make_sft_example(const json& record, const SftOptions& o, const Token
 }
 
 SftStats build_sft_dataset(const SftOptions& o, const Tokenizer& tok) {
+  WEFT_CHECK(o.format != SftFormat::kChat || o.chat_template, "--format chat needs the model's chat template");
   std::ifstream in(o.input, std::ios::binary);
   WEFT_CHECK(in.good(), "cannot read ", o.input, " (the fine-tuning data, JSON Lines)");
   namespace fs = std::filesystem;

@@ -14,7 +14,9 @@
 #include "core/error.h"
 #include "core/fileio.h"
 #include "runtime/checkpoint/checkpoint.h"
+#include "parallel/comm.h"
 #include "runtime/data/chat_template.h"
+#include "runtime/data/gpt_dataset.h"
 #include "runtime/data/sft.h"
 #include "runtime/data/tokenizer.h"
 #include "runtime/job.h"
@@ -85,6 +87,7 @@ void prepare_data(const CliArgs& a, const Config& cfg, const std::string& hf_dir
     o.bos_token = token_string(tc, "bos_token");
     o.eos_token = token_string(tc, "eos_token");
     chat = load_chat_template(hf_dir);
+    o.chat_template = chat.get();
   }
   auto tokenizer = make_tokenizer(cfg.data.tokenizer);
   const SftStats st = build_sft_dataset(o, *tokenizer);
