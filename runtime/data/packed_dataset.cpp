@@ -49,42 +49,44 @@ std::pair<const int64_t*, const int64_t*> PackedExamples::row(int64_t index) con
   return {order_.data() + row_start_[r], order_.data() + row_start_[r + 1]};
 }
 
-void PackedExamples::get(int64_t index, int64_t* out) const {
-  const auto [begin, end] = row(index);
+namespace {
+// Calls fill(sequence, at, n) for each example of the row, `at` being where it starts in the row,
+// and returns where the padding starts.
+template <class Fill>
+int64_t for_each_example(const IndexedDataset& data, std::pair<const int64_t*, const int64_t*> row, Fill fill) {
   int64_t at = 0;
-  for (auto s = begin; s != end; ++s) {
-    const int64_t n = data_->sequence_length(*s);
-    data_->read(*s, 0, n, out + at);
+  for (auto s = row.first; s != row.second; ++s) {
+    const int64_t n = data.sequence_length(*s);
+    fill(*s, at, n);
     at += n;
   }
-  std::fill(out + at, out + options_.seq_len + 1, 0);
+  return at;
+}
+}  // namespace
+
+void PackedExamples::get(int64_t index, int64_t* out) const {
+  const int64_t pad = for_each_example(*data_, row(index),
+                                       [&](int64_t s, int64_t at, int64_t n) { data_->read(s, 0, n, out + at); });
+  std::fill(out + pad, out + options_.seq_len + 1, 0);
 }
 
 void PackedExamples::get_loss_mask(int64_t index, int64_t* out) const {
-  const auto [begin, end] = row(index);
-  int64_t at = 0;
-  for (auto s = begin; s != end; ++s) {
-    const int64_t n = data_->sequence_length(*s);
+  const int64_t pad = for_each_example(*data_, row(index), [&](int64_t s, int64_t at, int64_t n) {
     if (loss_mask_) {
-      loss_mask_->read(*s, 0, n, out + at);
+      loss_mask_->read(s, 0, n, out + at);
     } else {
       std::fill(out + at, out + at + n, 1);
     }
     out[at] = 0;  // an example's first token is no target
-    at += n;
-  }
-  std::fill(out + at, out + options_.seq_len + 1, 0);
+  });
+  std::fill(out + pad, out + options_.seq_len + 1, 0);
 }
 
 void PackedExamples::get_positions(int64_t index, int64_t* out) const {
-  const auto [begin, end] = row(index);
-  int64_t at = 0;
-  for (auto s = begin; s != end; ++s) {
-    const int64_t n = data_->sequence_length(*s);
+  const int64_t pad = for_each_example(*data_, row(index), [&](int64_t, int64_t at, int64_t n) {
     for (int64_t i = 0; i < n; ++i) out[at + i] = i;
-    at += n;
-  }
-  for (int64_t i = 0; at + i < options_.seq_len + 1; ++i) out[at + i] = i;  // padding: an example of its own
+  });
+  for (int64_t i = 0; pad + i < options_.seq_len + 1; ++i) out[pad + i] = i;  // padding: an example of its own
 }
 
 }  // namespace weft
