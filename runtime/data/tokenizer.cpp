@@ -224,7 +224,9 @@ TokenizerFiles tokenizer_files(const std::string& spec) {
       need(f, fs::path(path) / f, "point data.tokenizer at a directory with vocab.json and merges.txt");
     out.own_spec = "gpt2:.";
   } else if (kind == "hf") {
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model"})
+    // The chat template and special-token files travel too: an exported model chats as the base did.
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "chat_template.jinja",
+                          "special_tokens_map.json"})
       if (fs::exists(fs::path(path) / f)) out.paths[f] = (fs::path(path) / f).string();
     WEFT_CHECK(out.paths.count("tokenizer.json") || out.paths.count("tokenizer.model"), "data.tokenizer '", spec,
                "': ", path, " has neither tokenizer.json nor tokenizer.model");

@@ -140,6 +140,11 @@ def main():
         ref = merged(input_ids=ids).logits
     diff = (ref - logits).abs().max().item()
     check(diff < 1e-4, f"merged export in transformers: logits within {diff:.1e} of weft eval's (need 1e-4)")
+    from transformers import AutoTokenizer
+    conv = conversations(1, 9)[0]["messages"]
+    base_tok, out_tok = AutoTokenizer.from_pretrained(hf), AutoTokenizer.from_pretrained(os.path.join(one, "hf"))
+    check(out_tok.apply_chat_template(conv, tokenize=False) == base_tok.apply_chat_template(conv, tokenize=False),
+          "the export carries the tokenizer and its chat template (transformers renders as with the base)")
 
     adapter = os.path.join(work, "adapter")
     finetune(hf, data, one, lora, extra=["--lora-rank", "8", "--lora-export", "adapter", "--output", adapter])

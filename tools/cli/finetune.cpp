@@ -122,7 +122,6 @@ int cmd_finetune(const CliArgs& a) {
   cfg.optim.lr = a.lora_rank > 0 ? 2e-4 : 2e-5;
   cfg.optim.weight_decay = 0.0;
   cfg.optim.warmup_steps = 0;
-  cfg.data.tokenizer = "hf:" + fs::absolute(hf_dir).string();
   if (a.lora_rank > 0) apply_override(cfg, str("lora.rank=", a.lora_rank));
   for (const auto& o : a.overrides) apply_override(cfg, o);
   fs::create_directories(cfg.run.dir);
@@ -137,9 +136,15 @@ int cmd_finetune(const CliArgs& a) {
       cmd_convert(c);
     }
     // The model as converted (vocabulary padding, sizes), with the user's settings on top.
-    Config converted = checkpoint_config(resolve_checkpoint_dir(base));
+    const std::string base_step = fs::absolute(resolve_checkpoint_dir(base)).string();
+    Config converted = checkpoint_config(base_step);
     cfg.model = converted.model;
+    // The model's own tokenizer, as the conversion found it (tokenizer.json, tokenizer.model or
+    // vocab.json + merges.txt), read from the copy the base checkpoint carries.
+    cfg.data.tokenizer = resolve_checkpoint_tokenizer(converted.data.tokenizer, base_step);
     for (const auto& o : a.overrides) apply_override(cfg, o);
+    WEFT_CHECK(cfg.data.tokenizer != "byte", "--model ", a.model, " has no tokenizer (tokenizer.json, tokenizer.model ",
+               "or vocab.json + merges.txt); add the model's tokenizer files or --set data.tokenizer=hf:DIR");
     if (!overridden(a, "train.seq_len")) cfg.train.seq_len = std::min<int64_t>(cfg.train.seq_len, cfg.model.max_seq_len);
     cfg.checkpoint.init_from = fs::absolute(base).string();
     cfg.data.prefix = fs::absolute(prefix).string();
