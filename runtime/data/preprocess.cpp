@@ -133,6 +133,7 @@ PreprocessStats run_preprocess(const PreprocessOptions& o) {
       return;
     }
     std::vector<int64_t> ids = tokenizer->encode(text);
+    if (o.add_special_tokens) ids = tokenizer->add_special_tokens(ids);
     if (eos >= 0) ids.push_back(eos);
     writer.add_document(ids);
     ++stats.documents;

@@ -13,6 +13,9 @@ struct PreprocessOptions {
   std::string output_prefix;            // writes OUTPUT_PREFIX.bin / .idx (parent dirs created)
   std::string json_key = "text";        // string field holding the document in JSON input
   bool append_eos = true;               // end every document with the tokenizer's eos id
+  // Wrap each document as the tokenizer's post-processor does (Llama 3, Llama 2: BOS first), as
+  // Hugging Face's tokenizer(text) and Megatron's preprocess_data.py do; byte, gpt2: nothing.
+  bool add_special_tokens = true;
   bool progress = true;                 // progress lines on stderr, at most one per second
 };
 

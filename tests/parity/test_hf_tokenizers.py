@@ -92,14 +92,14 @@ def weft_json(cmd, spec, payload, *extra):
     return json.loads(res.stdout)
 
 
-def check_preprocess(name, spec, docs, want_ids, eos, tmp):
+def check_preprocess(name, spec, docs, want_ids, eos, tmp, flags=()):
     """`weft preprocess --tokenizer SPEC` on JSONL documents writes want_ids + [eos] per document."""
     src = os.path.join(tmp, name + "_docs.jsonl")
     with open(src, "w", encoding="utf-8") as f:
         for d in docs:
             f.write(json.dumps({"text": d}) + "\n")
     prefix = os.path.join(tmp, name + "_data")
-    res = subprocess.run([WEFT, "preprocess", "--input", src, "--tokenizer", spec, "--output", prefix],
+    res = subprocess.run([WEFT, "preprocess", "--input", src, "--tokenizer", spec, "--output", prefix, *flags],
                          capture_output=True, text=True)
     assert res.returncode == 0, f"{name}: weft preprocess --tokenizer {spec} failed: {res.stderr}"
     dump = subprocess.run([TOOL, "dump", prefix], capture_output=True, text=True, check=True).stdout.splitlines()
@@ -245,7 +245,10 @@ def check_hf(name, tok, config, texts, tmp):
     if name == "llama2":  # the corpus must reach byte fallback and an added token mid-text
         assert any(t.startswith("<0x") for t in used) and "</s>" in used, f"{name}: byte fallback unused"
     docs = [t for t in texts if t.strip()][-6:]
-    check_preprocess(name, spec, docs, [ref.encode(d, add_special_tokens=False).ids for d in docs], info["eos"], tmp)
+    # By default documents are wrapped as tokenizer(text) wraps them (Llama 3: BOS), as Megatron does.
+    check_preprocess(name, spec, docs, [ref.encode(d).ids for d in docs], info["eos"], tmp)
+    check_preprocess(name, spec, docs, [ref.encode(d, add_special_tokens=False).ids for d in docs], info["eos"], tmp,
+                     ["--add_special_tokens=false"])
     n = sum(len(g["ids"]) for g in got)
     print(f"parity_hf_tokenizers: {name}: {len(texts)} texts, {n} tokens, ids and byte offsets identical to "
           f"tokenizers; decode identical ({round_trips} texts round-trip exactly); bos {info['bos']}, "
@@ -287,7 +290,11 @@ def check_sp(name, model_bytes, texts, tmp):
         want_ids = [sp.piece_to_id(t) for t in ("<s>", "</s>", "<unk>")] + [-1]
         assert info["ids"] == want_ids, (info["ids"], want_ids)
     docs = [t for t in texts if t.strip()][-6:]
-    check_preprocess(name, "sp:" + path, docs, [sp.encode(d) for d in docs], sp.eos_id(), tmp)
+    # BOS first by default, as transformers' LlamaTokenizer and Megatron's Llama 2 tokenizer add it.
+    check_preprocess(name, "sp:" + path, docs, [([sp.bos_id()] if sp.bos_id() >= 0 else []) + sp.encode(d)
+                                                for d in docs], sp.eos_id(), tmp)
+    check_preprocess(name, "sp:" + path, docs, [sp.encode(d) for d in docs], sp.eos_id(), tmp,
+                     ["--add_special_tokens=false"])
     round_trips = sum(sp.decode(sp.encode(t)) == t for t in texts)
     print(f"parity_hf_tokenizers: {name}: {len(texts)} texts identical to sentencepiece (ids, byte offsets, "
           f"decode; {round_trips} round-trip exactly; {byte_pieces // 2} byte-fallback pieces) through sp:FILE "

@@ -293,6 +293,7 @@ int cmd_preprocess(const CliArgs& a) {
   opts.tokenizer_spec = a.tokenizer.empty() ? "byte" : a.tokenizer;
   opts.output_prefix = a.output;
   opts.json_key = a.json_key;
+  opts.add_special_tokens = a.add_special_tokens;
   auto stats = run_preprocess(opts);
   std::printf("preprocess: wrote %s.bin/.idx: documents=%lld tokens=%lld\n", a.output.c_str(),
               (long long)stats.documents, (long long)stats.tokens);

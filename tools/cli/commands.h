@@ -25,6 +25,7 @@ struct CliArgs {
   std::string model, format;
   int64_t lora_rank = 0;
   bool skip_bad = false;
+  bool add_special_tokens = true;  // preprocess
 };
 
 int cmd_train(const CliArgs& args);

@@ -32,6 +32,7 @@ DEFINE_int64(seed, 0, "generate: sampling seed");
 DEFINE_string(model, "", "finetune: the pretrained model, hf:DIR");
 DEFINE_string(format, "chat", "finetune: record format of --data: chat | prompt-completion | text");
 DEFINE_int64(lora_rank, 0, "finetune: LoRA rank; 0 = full fine-tuning");
+DEFINE_bool(add_special_tokens, true, "preprocess: wrap each document as the tokenizer's post-processor does (e.g. Llama 3's BOS)");
 DEFINE_bool(skip_bad, false, "finetune: skip bad records (counted) instead of failing");
 DEFINE_bool(verbose, false, "log more, and show where errors were raised");
 
@@ -76,7 +77,8 @@ const Command kCommands[] = {
     {"preprocess",
      "weft preprocess --input FILE --tokenizer byte|gpt2:DIR|hf:DIR|sp:FILE --output PREFIX [--json-key text]\n"
      "  Text (documents separated by blank lines) or JSONL -> Megatron indexed dataset\n"
-     "  PREFIX.bin/PREFIX.idx, one end-of-document token after each document.",
+     "  PREFIX.bin/PREFIX.idx: each document wrapped as the tokenizer's post-processor does (Llama 3:\n"
+     "  BOS first; --add_special_tokens=false: not), then one end-of-document token.",
      weft::cmd_preprocess},
     {"generate",
      "weft generate --checkpoint DIR --prompt TEXT [--max-new-tokens N] [--temperature T]\n"
@@ -174,6 +176,7 @@ int main(int argc, char** argv) {
   args.format = FLAGS_format;
   args.lora_rank = FLAGS_lora_rank;
   args.skip_bad = FLAGS_skip_bad;
+  args.add_special_tokens = FLAGS_add_special_tokens;
   try {
     return cmd->run(args);
   } catch (const weft::Error& e) {
