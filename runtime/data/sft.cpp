@@ -90,8 +90,8 @@ SftExample make_sft_example(const json& record, const SftOptions& o, const Token
     e.mask.resize(e.ids.size(), 1);
   }
   const int64_t n = int64_t(e.ids.size());
-  WEFT_CHECK(o.max_tokens <= 0 || n <= o.max_tokens, n, " tokens, longer than train.seq_len=", o.max_tokens,
-             "; shorten it or raise train.seq_len");
+  WEFT_CHECK(o.max_tokens <= 0 || n <= o.max_tokens, n, " tokens, longer than ", o.max_tokens_key, "=",
+             o.max_tokens, "; shorten it or raise ", o.max_tokens_key);
   // The first token is never a target (nothing precedes it).
   int64_t targets = 0;
   for (int64_t i = 1; i < n; ++i) targets += e.mask[i] != 0;

@@ -29,7 +29,8 @@ struct SftOptions {
   std::string input;          // the JSONL file
   std::string output_prefix;  // writes PREFIX.{bin,idx} and PREFIX.loss_mask.{bin,idx}
   SftFormat format = SftFormat::kChat;
-  int64_t max_tokens = 0;  // train.seq_len: a longer example is a bad record
+  int64_t max_tokens = 0;  // a longer example is a bad record; 0 = no limit
+  std::string max_tokens_key = "train.seq_len";  // what sets max_tokens, for the message
   bool skip_bad = false;   // skip bad records (counted) instead of failing
   // Chat: the template and the strings it sees as bos_token / eos_token.
   const ChatTemplate* chat_template = nullptr;

@@ -88,16 +88,25 @@ def main():
             weft("finetune", "--model", "hf:" + hf, "--data", data, "--set", "run.dir=" + run,
                  "--set", "train.steps=1", "--set", "train.seq_len=200", "--set", "train.global_batch_size=1",
                  "--set", "run.tensorboard=false", "--set", "run.peak_tflops=1")
-            prefix = os.path.join(run, "data", "sft")
-            ids, masks = IndexedDataset(prefix), IndexedDataset(prefix + ".loss_mask")
-            for k, (want_ids, want_mask) in enumerate(want):
-                got_ids, got_mask = ids[k].tolist(), masks[k].tolist()
-                check(got_ids == want_ids, f"{family} ({variant} template), conversation {k}: ids equal "
-                      f"transformers' ({len(got_ids)} tokens)" + ("" if got_ids == want_ids else
-                                                                   f"\n  weft {got_ids}\n  hf   {want_ids}"))
-                check(got_mask == want_mask, f"{family} ({variant} template), conversation {k}: loss mask equals "
-                      f"transformers' assistant mask ({sum(want_mask)} targets)" +
-                      ("" if got_mask == want_mask else f"\n  weft {got_mask}\n  hf   {want_mask}"))
+            prefixes = [os.path.join(run, "data", "sft")]
+            if variant == "published":  # `weft preprocess --format chat` writes the same examples
+                prefixes.append(os.path.join(work, f"pre_{family}"))
+                weft("preprocess", "--format", "chat", "--tokenizer", "hf:" + hf, "--input", data,
+                     "--output", prefixes[-1])
+            for prefix in prefixes:
+                compare(family, variant + (" template, preprocess" if "pre_" in prefix else " template"), prefix, want)
+
+
+def compare(family, variant, prefix, want):
+    ids, masks = IndexedDataset(prefix), IndexedDataset(prefix + ".loss_mask")
+    for k, (want_ids, want_mask) in enumerate(want):
+        got_ids, got_mask = ids[k].tolist(), masks[k].tolist()
+        check(got_ids == want_ids, f"{family} ({variant}), conversation {k}: ids equal "
+              f"transformers' ({len(got_ids)} tokens)" + ("" if got_ids == want_ids else
+                                                           f"\n  weft {got_ids}\n  hf   {want_ids}"))
+        check(got_mask == want_mask, f"{family} ({variant}), conversation {k}: loss mask equals "
+              f"transformers' assistant mask ({sum(want_mask)} targets)" +
+              ("" if got_mask == want_mask else f"\n  weft {got_mask}\n  hf   {want_mask}"))
 
 
 if __name__ == "__main__":

@@ -288,6 +288,13 @@ int cmd_convert(const CliArgs& a) {
 
 int cmd_preprocess(const CliArgs& a) {
   WEFT_CHECK(!a.input.empty() && !a.output.empty(), "--input FILE and --output PREFIX are required");
+  if (!a.format.empty()) {  // fine-tuning records: examples with loss masks
+    WEFT_CHECK(!a.tokenizer.empty(), "--format needs the model's --tokenizer (hf:DIR, sp:FILE, gpt2:DIR)");
+    const bool hf = a.tokenizer.rfind("hf:", 0) == 0;
+    const std::string model_dir = a.model.rfind("hf:", 0) == 0 ? a.model.substr(3) : hf ? a.tokenizer.substr(3) : "";
+    write_sft_data("preprocess", a.input, a.output, a.format, a.tokenizer, model_dir, a.max_tokens, a.skip_bad);
+    return 0;
+  }
   PreprocessOptions opts;
   opts.input = a.input;
   opts.tokenizer_spec = a.tokenizer.empty() ? "byte" : a.tokenizer;

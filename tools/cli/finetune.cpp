@@ -74,36 +74,54 @@ void prepare_data(const CliArgs& a, const Config& cfg, const std::string& hf_dir
       json::parse(read_file(stamp)) == source)
     return;
   fs::remove(stamp);
-  SftOptions o;
-  o.input = a.data;
-  o.output_prefix = prefix;
-  o.format = parse_sft_format(source["format"]);
-  o.max_tokens = cfg.train.seq_len;
-  o.skip_bad = a.skip_bad;
-  std::unique_ptr<ChatTemplate> chat;
-  if (o.format == SftFormat::kChat) {
-    const std::string config_path = (fs::path(hf_dir) / "tokenizer_config.json").string();
-    const json tc = fs::exists(config_path) ? json::parse(read_file(config_path)) : json::object();
-    o.bos_token = token_string(tc, "bos_token");
-    o.eos_token = token_string(tc, "eos_token");
-    chat = load_chat_template(hf_dir);
-    o.chat_template = chat.get();
-  }
-  auto tokenizer = make_tokenizer(cfg.data.tokenizer);
-  const SftStats st = build_sft_dataset(o, *tokenizer);
-  if (!st.bad.empty() && !a.skip_bad) {
-    for (const auto& line : st.bad) std::fprintf(stderr, "weft finetune: error: %s\n", line.c_str());
-    fail(str(st.bad.size(), " of ", st.records, " records in ", a.data,
-             " are bad (listed above); fix them or pass --skip-bad to skip them"));
-  }
-  for (const auto& line : st.bad) std::fprintf(stderr, "weft finetune: skipped %s\n", line.c_str());
-  std::printf("finetune: %lld examples, %lld tokens (%lld targets) from %s%s\n", (long long)st.examples,
-              (long long)st.tokens, (long long)st.targets, a.data.c_str(),
-              st.bad.empty() ? "" : str("; skipped ", st.bad.size(), " bad records").c_str());
+  write_sft_data("finetune", a.data, prefix, source["format"], cfg.data.tokenizer, hf_dir, cfg.train.seq_len,
+                 a.skip_bad);
   write_file_atomic(stamp, source.dump(2));
 }
 
 }  // namespace
+
+int64_t write_sft_data(const std::string& command, const std::string& input, const std::string& prefix,
+                       const std::string& format, const std::string& tokenizer_spec, const std::string& model_dir,
+                       int64_t max_tokens, bool skip_bad) {
+  SftOptions o;
+  o.input = input;
+  o.output_prefix = prefix;
+  o.format = parse_sft_format(format);
+  o.max_tokens = max_tokens;
+  if (command != "finetune") o.max_tokens_key = "--max-tokens";
+  o.skip_bad = skip_bad;
+  std::unique_ptr<ChatTemplate> chat;
+  if (o.format == SftFormat::kChat) {
+    WEFT_CHECK(!model_dir.empty(), "--format chat needs the model's chat template: pass --model hf:DIR or a ",
+               "--tokenizer hf:DIR whose tokenizer_config.json has one");
+    const std::string config_path = (fs::path(model_dir) / "tokenizer_config.json").string();
+    json tc = json::object();
+    if (fs::exists(config_path)) {
+      try {
+        tc = json::parse(read_file(config_path));
+      } catch (const json::exception& e) {
+        fail(str(config_path, " is not valid JSON: ", e.what()));
+      }
+    }
+    o.bos_token = token_string(tc, "bos_token");
+    o.eos_token = token_string(tc, "eos_token");
+    chat = load_chat_template(model_dir);
+    o.chat_template = chat.get();
+  }
+  auto tokenizer = make_tokenizer(tokenizer_spec);
+  const SftStats st = build_sft_dataset(o, *tokenizer);
+  if (!st.bad.empty() && !skip_bad) {
+    for (const auto& line : st.bad) std::fprintf(stderr, "weft %s: error: %s\n", command.c_str(), line.c_str());
+    fail(str(st.bad.size(), " of ", st.records, " records in ", input,
+             " are bad (listed above); fix them or pass --skip-bad to skip them"));
+  }
+  for (const auto& line : st.bad) std::fprintf(stderr, "weft %s: skipped %s\n", command.c_str(), line.c_str());
+  std::printf("%s: %lld examples, %lld tokens (%lld targets) from %s%s\n", command.c_str(), (long long)st.examples,
+              (long long)st.tokens, (long long)st.targets, input.c_str(),
+              st.bad.empty() ? "" : str("; skipped ", st.bad.size(), " bad records").c_str());
+  return st.examples;
+}
 
 int cmd_finetune(const CliArgs& a) {
   WEFT_CHECK(a.model.rfind("hf:", 0) == 0 && a.model.size() > 3,

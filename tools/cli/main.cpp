@@ -30,7 +30,8 @@ DEFINE_double(temperature, 0.0, "generate: sampling temperature; 0 = greedy");
 DEFINE_int32(top_k, 0, "generate: sample from the k most likely tokens; 0 = all");
 DEFINE_int64(seed, 0, "generate: sampling seed");
 DEFINE_string(model, "", "finetune: the pretrained model, hf:DIR");
-DEFINE_string(format, "chat", "finetune: record format of --data: chat | prompt-completion | text");
+DEFINE_string(format, "", "finetune (default chat), preprocess: fine-tuning record format: chat | prompt-completion | text");
+DEFINE_int64(max_tokens, 0, "preprocess --format: a longer example is a bad record; 0 = no limit");
 DEFINE_int64(lora_rank, 0, "finetune: LoRA rank; 0 = full fine-tuning");
 DEFINE_bool(add_special_tokens, true, "preprocess: wrap each document as the tokenizer's post-processor does (e.g. Llama 3's BOS)");
 DEFINE_bool(skip_bad, false, "finetune: skip bad records (counted) instead of failing");
@@ -78,7 +79,9 @@ const Command kCommands[] = {
      "weft preprocess --input FILE --tokenizer byte|gpt2:DIR|hf:DIR|sp:FILE --output PREFIX [--json-key text]\n"
      "  Text (documents separated by blank lines) or JSONL -> Megatron indexed dataset\n"
      "  PREFIX.bin/PREFIX.idx: each document wrapped as the tokenizer's post-processor does (Llama 3:\n"
-     "  BOS first; --add_special_tokens=false: not), then one end-of-document token.",
+     "  BOS first; --add_special_tokens=false: not), then one end-of-document token.\n"
+     "  --format chat|prompt-completion|text [--model hf:DIR] [--max-tokens N] [--skip-bad]: fine-tuning\n"
+     "  records -> one example per document plus PREFIX.loss_mask (see `weft finetune`).",
      weft::cmd_preprocess},
     {"generate",
      "weft generate --checkpoint DIR --prompt TEXT [--max-new-tokens N] [--temperature T]\n"
@@ -176,6 +179,7 @@ int main(int argc, char** argv) {
   args.format = FLAGS_format;
   args.lora_rank = FLAGS_lora_rank;
   args.skip_bad = FLAGS_skip_bad;
+  args.max_tokens = FLAGS_max_tokens;
   args.add_special_tokens = FLAGS_add_special_tokens;
   try {
     return cmd->run(args);
