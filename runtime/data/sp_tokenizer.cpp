@@ -22,23 +22,33 @@ class SentencePieceTokenizer : public Tokenizer {
     const std::string bytes = read_tokenizer_file(file, "; sp:FILE needs a SentencePiece .model file");
     const auto status = sp_.LoadFromSerializedProto(bytes);
     WEFT_CHECK(status.ok(), file, " is not a SentencePiece model: ", one_line(status.ToString()));
-  }
-
-  std::vector<int64_t> encode(const std::string& text) const override {
-    std::vector<int> ids;
-    const auto status = sp_.Encode(text, &ids);
-    WEFT_CHECK(status.ok(), file_, ": SentencePiece cannot encode the text: ", one_line(status.ToString()));
-    return {ids.begin(), ids.end()};
+    // hf:DIR reads a model directory as transformers does: the special pieces written in the text
+    // ("<s>", "</s>", "<unk>", as a chat template writes them) are those tokens, and the text
+    // between them is encoded piece by piece. sp:FILE is the sentencepiece package's encode().
+    if (spec_.rfind("hf:", 0) == 0)
+      for (int id = 0; id < sp_.GetPieceSize(); ++id)
+        if ((sp_.IsControl(id) || sp_.IsUnknown(id)) && !sp_.IdToPiece(id).empty())
+          specials_.emplace_back(sp_.IdToPiece(id), id);
   }
 
   Encoding encode_with_offsets(const std::string& text) const override {
-    sentencepiece::ImmutableSentencePieceText spt;
-    const auto status = sp_.Encode(text, spt.mutable_proto());
-    WEFT_CHECK(status.ok(), file_, ": SentencePiece cannot encode the text: ", one_line(status.ToString()));
     Encoding enc;
-    for (const auto& piece : spt.pieces()) {
-      enc.ids.push_back(piece.id());
-      enc.offsets.emplace_back(piece.begin(), piece.end());
+    size_t at = 0;
+    while (at <= text.size()) {
+      // The earliest special piece from `at` (the longest one there).
+      size_t found = std::string::npos, len = 0;
+      int id = -1;
+      for (const auto& [piece, piece_id] : specials_) {
+        const size_t p = text.find(piece, at);
+        if (p != std::string::npos && (p < found || (p == found && piece.size() > len)))
+          found = p, len = piece.size(), id = piece_id;
+      }
+      const size_t end = found == std::string::npos ? text.size() : found;
+      if (end > at || (at == 0 && found == std::string::npos)) encode_chunk(text, at, end, enc);
+      if (found == std::string::npos) break;
+      enc.ids.push_back(id);
+      enc.offsets.emplace_back(int64_t(found), int64_t(found + len));
+      at = found + len;
     }
     return enc;
   }
@@ -78,8 +88,20 @@ class SentencePieceTokenizer : public Tokenizer {
   std::string spec() const override { return spec_; }
 
  private:
+  // Appends the pieces of text[begin, end) with offsets into `text`.
+  void encode_chunk(const std::string& text, size_t begin, size_t end, Encoding& enc) const {
+    sentencepiece::ImmutableSentencePieceText spt;
+    const auto status = sp_.Encode(text.substr(begin, end - begin), spt.mutable_proto());
+    WEFT_CHECK(status.ok(), file_, ": SentencePiece cannot encode the text: ", one_line(status.ToString()));
+    for (const auto& piece : spt.pieces()) {
+      enc.ids.push_back(piece.id());
+      enc.offsets.emplace_back(int64_t(begin + piece.begin()), int64_t(begin + piece.end()));
+    }
+  }
+
   std::string file_, spec_;
   sentencepiece::SentencePieceProcessor sp_;
+  std::vector<std::pair<std::string, int>> specials_;  // hf:DIR only: control and unk pieces
 };
 
 }  // namespace
