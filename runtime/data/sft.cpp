@@ -120,7 +120,8 @@ SftStats build_sft_dataset(const SftOptions& o, const Tokenizer& tok) {
       try {
         record = json::parse(line);
       } catch (const json::exception& e) {
-        fail(str("not valid JSON (", e.what(), ")"));
+        const std::string what = e.what();  // "[json.exception.parse_error.101] parse error at ..."
+        fail(str("not valid JSON: ", what.substr(what.find(']') == std::string::npos ? 0 : what.find(']') + 2)));
       }
       const SftExample e = make_sft_example(record, o, tok);
       if (!st.bad.empty() && !o.skip_bad) continue;  // only reporting from here on

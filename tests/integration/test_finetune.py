@@ -116,6 +116,66 @@ def eval_logits(run_dir, work, name):
     return t["input_ids"], t["logits"]
 
 
+def refused(p, needle, what):
+    errors = [ln for ln in p.stderr.splitlines() if "error:" in ln]
+    check(p.returncode != 0 and len(errors) == 1 and needle in errors[0], f"{what}: {errors or p.stderr[-300:]}")
+
+
+def guards(work, hf, data, one, lora):
+    """What must not silently go wrong around a run: its model, its output, its run.dir."""
+    import fcntl
+    import shutil
+    import signal
+    import subprocess
+
+    from weft_test import WEFT
+
+    # Switching exports in one run leaves nothing of the earlier one.
+    check(not os.path.exists(os.path.join(one, "hf", "adapter_config.json")) and
+          os.path.exists(os.path.join(one, "hf", "model.safetensors")), "a merged export holds no adapter files")
+    finetune(hf, data, one, lora, extra=["--lora-rank", "8", "--lora-export", "adapter"])
+    check(sorted(f for f in os.listdir(os.path.join(one, "hf")) if f.endswith(".safetensors")) ==
+          ["adapter_model.safetensors"], "an adapter export replaces the merged one whole")
+
+    # Bad options are refused before any work (no base converted).
+    fresh = os.path.join(work, "refused")
+    for extra, needle in [(["--lora-export", "adpter"], "--lora-export must be"),
+                          (["--lora-export", "adapter"], "needs LoRA"),
+                          (["--output", hf], "is the --model directory"),
+                          (["--output", os.path.join(work, "base_hf", "..")], "not an earlier export")]:
+        refused(finetune(hf, data, fresh, lora, extra=extra, check_rc=False), needle, f"finetune {' '.join(extra)}")
+    check(not os.path.exists(os.path.join(fresh, "base")), "refused options convert nothing")
+
+    # Another model in a run.dir that has trained one is refused, naming the run.
+    other = os.path.join(work, "other_hf")
+    shutil.copytree(hf, other)
+    refused(finetune(other, data, one, lora, extra=["--lora-rank", "8"], check_rc=False), "holds a fine-tuning run of",
+            "a different --model in a trained run.dir")
+
+    # A second finetune on a run.dir in use is refused.
+    lock_dir = os.path.join(work, "locked")
+    os.makedirs(lock_dir)
+    with open(os.path.join(lock_dir, ".finetune.run.lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        refused(finetune(hf, data, lock_dir, lora, check_rc=False), "is in use by another weft finetune",
+                "a run.dir in use")
+
+    # Stopped before the end (SIGINT): no export, a non-zero exit, and the same command resumes.
+    stop = os.path.join(work, "stopped")
+    args = [WEFT, "finetune", "--model", "hf:" + hf, "--data", data, "--set", "run.dir=" + stop,
+            "--set", "train.seq_len=96", "--set", "train.global_batch_size=4", "--set", "run.tensorboard=false",
+            "--set", "run.peak_tflops=1", "--set", "train.steps=30", "--set", "fault.slow_rank=0",
+            "--set", "fault.slow_ms=300", "--set", "checkpoint.interval=100"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("step 2/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, _ = proc.communicate(timeout=300)
+    check(proc.returncode == 130 and "no export written" in out and not os.path.exists(os.path.join(stop, "hf")),
+          f"finetune stopped early: exit {proc.returncode}, no export ({out.strip().splitlines()[-1:]})")
+
+
 def main():
     from peft import PeftModel
     from transformers import LlamaForCausalLM
@@ -167,6 +227,8 @@ def main():
     finetune(hf, data, full_one, full)
     finetune(hf, data, full_grid, full + ["parallel.tp=2", "parallel.pp=2"], nproc=4)
     same_losses("full fine-tuning, (2, 2, 1) vs one process", losses(full_grid), losses(full_one))
+
+    guards(work, hf, data, one, lora)
 
     # Bad records: each reported once with its line; --skip-bad skips and counts them.
     bad = os.path.join(work, "bad.jsonl")

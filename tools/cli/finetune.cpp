@@ -67,8 +67,12 @@ std::string token_string(const json& cfg, const char* key) {
   return "";
 }
 
-void prepare_data(const CliArgs& a, const Config& cfg, const std::string& hf_dir, const std::string& prefix) {
-  const json source = data_source(a, cfg);
+// The examples in run/data/sft, rebuilt when the JSONL, the options or the model's files (its
+// tokenizer, its chat template) change.
+void prepare_data(const CliArgs& a, const Config& cfg, const std::string& hf_dir, const std::string& prefix,
+                  const json& model) {
+  json source = data_source(a, cfg);
+  source["model"] = model;
   const std::string stamp = prefix + ".source.json";
   if (fs::exists(prefix + ".idx") && fs::exists(prefix + ".loss_mask.idx") && fs::exists(stamp) &&
       json::parse(read_file(stamp)) == source)
@@ -123,11 +127,111 @@ int64_t write_sft_data(const std::string& command, const std::string& input, con
   return st.examples;
 }
 
+namespace {
+
+// Size and mtime of every file of the model directory: what the base checkpoint and the prepared
+// data were made from. A change (new weights or tokenizer at the same path) makes them stale.
+json model_source(const std::string& hf_dir) {
+  json files = json::object();
+  for (const auto& e : fs::directory_iterator(hf_dir)) {
+    struct stat st {};
+    if (!e.is_regular_file() || ::stat(e.path().c_str(), &st) != 0) continue;
+    files[e.path().filename().string()] = {int64_t(st.st_size),
+                                           int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+  }
+  return {{"model", fs::absolute(hf_dir).lexically_normal().string()}, {"files", files}};
+}
+
+// run/base: the model converted once. A run that has checkpoints keeps its model; a different
+// --model (or changed files) in a run that has none is converted again.
+void convert_base(const CliArgs& a, const Config& cfg, const fs::path& run, const json& source) {
+  const std::string base = (run / "base").string(), stamp = (run / "base.source.json").string();
+  if (fs::exists(fs::path(base) / "latest") && fs::exists(stamp) && json::parse(read_file(stamp)) == source) return;
+  const bool trained = fs::exists(fs::path(cfg.checkpoint_dir()) / "latest");
+  if (fs::exists(stamp) || fs::exists(base)) {
+    const json old = fs::exists(stamp) ? json::parse(read_file(stamp)) : json::object();
+    WEFT_CHECK(!trained, "run.dir ", cfg.run.dir, " holds a fine-tuning run of ", old.value("model", std::string("?")),
+               old.value("model", std::string()) == source["model"].get<std::string>() ? " whose files have changed since"
+                                                                                       : "",
+               "; to fine-tune ", a.model, " use a new run.dir (or remove ", cfg.checkpoint_dir(), ")");
+    fs::remove(stamp);
+    fs::remove_all(base);
+  }
+  CliArgs c;
+  c.from = a.model;
+  c.to = "ckpt:" + base;
+  cmd_convert(c);
+  write_file_atomic(stamp, source.dump(2));
+}
+
+// Where the export goes, refused before any work if it would overwrite something that is not an
+// earlier export (the model itself, a user's directory).
+constexpr const char* kExportMarker = ".weft_export";
+void check_output(const std::string& out, const std::string& hf_dir) {
+  const fs::path p = fs::absolute(out).lexically_normal();
+  WEFT_CHECK(p != fs::absolute(hf_dir).lexically_normal(), "--output ", out, " is the --model directory; export elsewhere");
+  if (fs::exists(p)) {
+    WEFT_CHECK(fs::is_directory(p) && (fs::is_empty(p) || fs::exists(p / kExportMarker)), "--output ", out,
+               " exists and is not an earlier export of weft finetune; choose another directory or remove it");
+  }
+  std::error_code ec;
+  fs::create_directories(p.parent_path(), ec);
+  WEFT_CHECK(!ec && ::access(p.parent_path().c_str(), W_OK) == 0, "--output ", out, ": cannot write in ",
+             p.parent_path().string(), " (", ec ? ec.message() : "permission denied", "); choose a writable place");
+}
+
+// Writes the export into a fresh directory beside `out` and puts it in place only when complete,
+// so `out` never holds a half-written model or files of an earlier export.
+int export_model(const Config& cfg, const std::string& out, const std::string& mode) {
+  const fs::path p = fs::absolute(out).lexically_normal(), tmp = p.string() + ".weft-tmp", old = p.string() + ".weft-old";
+  fs::remove_all(tmp);
+  fs::remove_all(old);
+  CliArgs e;
+  e.from = "ckpt:" + cfg.checkpoint_dir();
+  e.to = "hf:" + tmp.string();
+  e.lora_export = mode;
+  const int rc = cmd_convert(e);
+  if (rc != 0) return rc;
+  write_file_atomic((tmp / kExportMarker).string(), "weft finetune export\n");
+  if (fs::exists(p)) fs::rename(p, old);
+  fs::rename(tmp, p);
+  fs::remove_all(old);
+  std::printf("finetune: wrote %s (%s)\n", p.c_str(), mode == "adapter" ? "peft LoRA adapter" : "Hugging Face model");
+  return 0;
+}
+
+// The step of the newest checkpoint in `dir` (its name is step_NNNNNNNN), or -1.
+int64_t latest_step(const std::string& dir) {
+  if (!fs::exists(fs::path(dir) / "latest")) return -1;
+  const std::string name = fs::path(resolve_checkpoint_dir(dir)).filename().string();
+  return name.rfind("step_", 0) == 0 ? std::stoll(name.substr(5)) : -1;
+}
+
+// Held for the whole command: a second `weft finetune` on the same run.dir is refused.
+class RunLock {
+ public:
+  explicit RunLock(const fs::path& run) : fd_(::open((run / ".finetune.run.lock").c_str(), O_CREAT | O_RDWR, 0644)) {
+    WEFT_CHECK(fd_ >= 0, "cannot create ", (run / ".finetune.run.lock").string());
+    WEFT_CHECK(::flock(fd_, LOCK_EX | LOCK_NB) == 0, "run.dir ", run.string(), " is in use by another weft finetune; ",
+               "wait for it or use another run.dir");
+  }
+  ~RunLock() { ::close(fd_); }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
 int cmd_finetune(const CliArgs& a) {
   WEFT_CHECK(a.model.rfind("hf:", 0) == 0 && a.model.size() > 3,
              "--model hf:DIR is required (a Hugging Face model directory: config.json, safetensors, tokenizer)");
   WEFT_CHECK(!a.data.empty(), "--data FILE.jsonl is required");
+  WEFT_CHECK(fs::is_regular_file(a.data), "--data ", a.data, ": not a file (expected JSON Lines records)");
   WEFT_CHECK(a.lora_rank >= 0, "--lora-rank must be >= 0 (0 = full fine-tuning), got ", a.lora_rank);
+  parse_sft_format(a.format.empty() ? "chat" : a.format);
+  const std::string mode = a.lora_export.empty() ? "merged" : a.lora_export;
+  WEFT_CHECK(mode == "merged" || mode == "adapter", "--lora-export must be merged or adapter, got '", a.lora_export, "'");
   const std::string hf_dir = a.model.substr(3);
   WEFT_CHECK(fs::is_directory(hf_dir), "--model ", a.model, ": no such directory");
 
@@ -142,17 +246,19 @@ int cmd_finetune(const CliArgs& a) {
   cfg.optim.warmup_steps = 0;
   if (a.lora_rank > 0) apply_override(cfg, str("lora.rank=", a.lora_rank));
   for (const auto& o : a.overrides) apply_override(cfg, o);
-  fs::create_directories(cfg.run.dir);
+  WEFT_CHECK(mode == "merged" || cfg.lora.rank > 0, "--lora-export adapter needs LoRA: pass --lora-rank R");
   const fs::path run(cfg.run.dir);
+  const std::string output = a.output.empty() ? (run / "hf").string() : a.output;
+  const bool exports = worker_env_from_environment().rank == 0;  // under torchrun, rank 0 exports
+  if (exports) check_output(output, hf_dir);
+  fs::create_directories(run);
+  std::unique_ptr<RunLock> run_lock;
+  if (worker_env_from_environment().world_size <= 1) run_lock = std::make_unique<RunLock>(run);
   const std::string base = (run / "base").string(), prefix = (run / "data" / "sft").string();
   {
     FileLock lock((run / ".finetune.lock").string());
-    if (!fs::exists(fs::path(base) / "latest")) {
-      CliArgs c;
-      c.from = a.model;
-      c.to = "ckpt:" + base;
-      cmd_convert(c);
-    }
+    const json source = model_source(hf_dir);
+    convert_base(a, cfg, run, source);
     // The model as converted (vocabulary padding, sizes), with the user's settings on top.
     const std::string base_step = fs::absolute(resolve_checkpoint_dir(base)).string();
     Config converted = checkpoint_config(base_step);
@@ -163,10 +269,13 @@ int cmd_finetune(const CliArgs& a) {
     for (const auto& o : a.overrides) apply_override(cfg, o);
     WEFT_CHECK(cfg.data.tokenizer != "byte", "--model ", a.model, " has no tokenizer (tokenizer.json, tokenizer.model ",
                "or vocab.json + merges.txt); add the model's tokenizer files or --set data.tokenizer=hf:DIR");
+    WEFT_CHECK(mode == "merged" || cfg.model.family == "llama", "--lora-export adapter needs a Llama-family model (",
+               a.model, " is ", cfg.model.family, "); export merged instead");
     if (!overridden(a, "train.seq_len")) cfg.train.seq_len = std::min<int64_t>(cfg.train.seq_len, cfg.model.max_seq_len);
     cfg.checkpoint.init_from = fs::absolute(base).string();
     cfg.data.prefix = fs::absolute(prefix).string();
-    prepare_data(a, cfg, hf_dir, prefix);
+    cfg.validate();
+    prepare_data(a, cfg, hf_dir, prefix, source);
   }
   if (!overridden(a, "train.steps")) {  // one epoch
     const int64_t rows = open_dataset(cfg, DataSplit::kTrain)->num_samples();
@@ -181,14 +290,14 @@ int cmd_finetune(const CliArgs& a) {
   t.nproc = a.nproc;
   t.argv = {"train", "--config", config_path};
   const int rc = cmd_train(t);
-  if (rc != 0) return rc;
-  if (worker_env_from_environment().rank != 0) return 0;  // one rank exports
-
-  CliArgs e;
-  e.from = "ckpt:" + cfg.checkpoint_dir();
-  e.to = "hf:" + (a.output.empty() ? (run / "hf").string() : a.output);
-  e.lora_export = a.lora_export.empty() ? "merged" : a.lora_export;
-  return cmd_convert(e);
+  if (rc != 0 || !exports) return rc;
+  const int64_t step = latest_step(cfg.checkpoint_dir());
+  if (step < cfg.train.steps) {
+    std::printf("finetune: stopped at step %lld of %lld; no export written. Re-run the same command to resume.\n",
+                (long long)step, (long long)cfg.train.steps);
+    return 130;
+  }
+  return export_model(cfg, output, mode);
 }
 
 }  // namespace weft
