@@ -101,7 +101,13 @@ const Command kCommands[] = {
 
 void print_overview() {
   std::printf("weft: train transformers from a config file.\n\nusage: weft <command> [flags]\n\ncommands:\n");
-  for (const auto& c : kCommands) std::printf("  %-11s %s\n", c.name, std::strchr(c.usage, '\n') + 3);
+  // Each command's first description line: the first usage line indented by exactly two spaces.
+  for (const auto& c : kCommands) {
+    const char* line = c.usage;
+    while ((line = std::strchr(line, '\n')) && !(line[1] == ' ' && line[2] == ' ' && line[3] != ' ')) ++line;
+    const char* text = line ? line + 3 : "";
+    std::printf("  %-11s %.*s\n", c.name, int(std::strcspn(text, "\n")), text);
+  }
   std::printf("\n'weft <command> --help' documents each command.\n");
 }
 
