@@ -61,7 +61,7 @@ SftExample chat_example(const json& record, const SftOptions& o, const Tokenizer
   // assistant mask: the tokens from the span's first character to its last).
   for (size_t i = 0; i < e.ids.size(); ++i)
     for (const auto& [b, end] : spans)
-      if (enc.offsets[i].first < end && enc.offsets[i].second > b) e.mask[i] = 1;
+      if (enc.offsets[i].first < int64_t(end) && enc.offsets[i].second > int64_t(b)) e.mask[i] = 1;
   return e;
 }
 
