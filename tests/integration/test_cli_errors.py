@@ -7,14 +7,7 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pyutil"))
-from weft_test import config, check, make_dataset, tmpdir, weft  # noqa: E402
-
-
-def expect_error(what, args, *needles):
-    p = weft(*args, check=False, timeout=120)
-    lines = p.stderr.strip().splitlines()
-    ok = p.returncode not in (0, -11, -6) and len(lines) == 1 and all(n in p.stderr for n in needles)
-    check(ok, f"{what}: exit {p.returncode}, one line naming {needles}: {p.stderr.strip()!r}")
+from weft_test import config, check, make_dataset, tmpdir, weft, expect_error  # noqa: E402
 
 
 def host_available_bytes():

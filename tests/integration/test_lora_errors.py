@@ -9,14 +9,7 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pyutil"))
-from weft_test import check, config, make_dataset, tmpdir, weft  # noqa: E402
-
-
-def expect_error(what, args, *needles):
-    p = weft(*args, check=False, timeout=300)
-    lines = p.stderr.strip().splitlines()
-    ok = p.returncode not in (0, -11, -6) and len(lines) == 1 and all(n in p.stderr for n in needles)
-    check(ok, f"{what}: exit {p.returncode}, one line naming {needles}: {p.stderr.strip()!r}")
+from weft_test import check, config, make_dataset, tmpdir, weft, expect_error  # noqa: E402
 
 
 def train_args(cfg, run, prefix, *sets):

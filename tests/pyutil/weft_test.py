@@ -179,6 +179,14 @@ def error_line(p):
     return lines[-1].strip() if lines else "(no output)"
 
 
+def expect_error(what, args, *needles, timeout=300):
+    """`weft ARGS` must fail (no crash) with exactly one stderr line holding every needle."""
+    p = weft(*args, check=False, timeout=timeout)
+    lines = p.stderr.strip().splitlines()
+    ok = p.returncode not in (0, -11, -6) and len(lines) == 1 and all(n in p.stderr for n in needles)
+    check(ok, f"{what}: exit {p.returncode}, one line naming {needles}: {p.stderr.strip()!r}")
+
+
 def layout_sets(tp, pp, sets=()):
     """--set values for a tp x pp layout (dp = processes / (tp * pp)) plus `sets`."""
     # A hung peer (e.g. a schedule deadlock) fails in 2 minutes rather than the default 5.
