@@ -8,6 +8,7 @@
 #include "core/fileio.h"
 #include "core/safetensors.h"
 #include "models/lora.h"
+#include "runtime/data/tokenizer.h"
 #include "runtime/hf_convert.h"
 #include "runtime/job.h"
 
@@ -62,6 +63,23 @@ void write_adapter(const Config& cfg, const std::string& dir, const std::string&
   write_file_atomic((out / "adapter_config.json").string(), c.dump(2) + "\n");
 }
 
+// config.json's bos_token_id/eos_token_id from the exported tokenizer (tokenizer_config.json's
+// tokens), so that transformers' generate() stops where the model was taught to. Weft's model
+// config does not hold them; a tokenizer without one leaves that key out.
+void set_special_token_ids(const fs::path& out) {
+  const fs::path config = out / "config.json";
+  const bool hf = fs::exists(out / "tokenizer.json") || fs::exists(out / "tokenizer.model");
+  if (!hf && !fs::exists(out / "vocab.json")) return;
+  const auto tok = make_tokenizer((hf ? "hf:" : "gpt2:") + out.string());
+  auto j = nlohmann::json::parse(read_file(config.string()));
+  if (tok->bos_id() >= 0) j["bos_token_id"] = tok->bos_id();
+  try {
+    j["eos_token_id"] = tok->eos_id();
+  } catch (const Error&) {  // no end-of-sequence token: leave the key out
+  }
+  write_file_atomic(config.string(), j.dump(2) + "\n");
+}
+
 }  // namespace
 
 void export_hf(const std::string& checkpoint, const std::string& out_dir, bool adapter,
@@ -89,6 +107,7 @@ void export_hf(const std::string& checkpoint, const std::string& out_dir, bool a
   auto files = CheckpointReader(dir).extra_files();
   if (files.empty() && !base_dir.empty()) files = CheckpointReader(base_dir).extra_files();
   for (const auto& [name, contents] : files) write_file_atomic((out / name).string(), contents);
+  if (!adapter && is_checkpoint_tokenizer(cfg.data.tokenizer)) set_special_token_ids(out);
 }
 
 }  // namespace weft

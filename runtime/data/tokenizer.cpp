@@ -226,7 +226,7 @@ TokenizerFiles tokenizer_files(const std::string& spec) {
   } else if (kind == "hf") {
     // The chat template and special-token files travel too: an exported model chats as the base did.
     for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "chat_template.jinja",
-                          "special_tokens_map.json"})
+                          "special_tokens_map.json", "generation_config.json"})
       if (fs::exists(fs::path(path) / f)) out.paths[f] = (fs::path(path) / f).string();
     WEFT_CHECK(out.paths.count("tokenizer.json") || out.paths.count("tokenizer.model"), "data.tokenizer '", spec,
                "': ", path, " has neither tokenizer.json nor tokenizer.model");

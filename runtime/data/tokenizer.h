@@ -79,7 +79,8 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
 
 // The files a tokenizer spec reads, so a checkpoint can carry them: file name in the checkpoint
 // -> path to read. "gpt2:DIR": vocab.json, merges.txt; "hf:DIR": whichever of tokenizer.json,
-// tokenizer_config.json, tokenizer.model, chat_template.jinja, special_tokens_map.json exist;
+// tokenizer_config.json, tokenizer.model, chat_template.jinja, special_tokens_map.json,
+// generation_config.json (the stop tokens generation uses) exist;
 // "sp:FILE": tokenizer.model. "byte": none.
 // `own_spec` is the spec that reads them back from the checkpoint's directory ("gpt2:." or
 // "hf:."). Throws weft::Error naming the missing file a spec needs.

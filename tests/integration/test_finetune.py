@@ -205,6 +205,11 @@ def main():
     base_tok, out_tok = AutoTokenizer.from_pretrained(hf), AutoTokenizer.from_pretrained(os.path.join(one, "hf"))
     check(out_tok.apply_chat_template(conv, tokenize=False) == base_tok.apply_chat_template(conv, tokenize=False),
           "the export carries the tokenizer and its chat template (transformers renders as with the base)")
+    exported = json.load(open(os.path.join(one, "hf", "config.json")))
+    special = (out_tok.convert_tokens_to_ids("<|begin_of_text|>"), out_tok.convert_tokens_to_ids("<|eot_id|>"))
+    check((exported.get("bos_token_id"), exported.get("eos_token_id")) == special and
+          os.path.exists(os.path.join(one, "hf", "generation_config.json")),
+          f"the export's config.json names bos/eos {special} (generate() stops at <|eot_id|>) and keeps generation_config.json")
 
     adapter = os.path.join(work, "adapter")
     finetune(hf, data, one, lora, extra=["--lora-rank", "8", "--lora-export", "adapter", "--output", adapter])
