@@ -34,15 +34,21 @@ bool overridden(const CliArgs& a, const std::string& key) {
   return false;
 }
 
-// Holds an exclusive lock on PATH while alive: ranks of one job (--nproc or torchrun) prepare the
-// base checkpoint and the data one after another, the later ones finding the work done.
+// Holds an exclusive lock on PATH while alive. Waiting: ranks of one job (--nproc or torchrun)
+// prepare the base checkpoint and the data one after another, the later ones finding the work
+// done. Not waiting (`busy` set): a second command on the same run.dir fails with `busy`.
 class FileLock {
  public:
-  explicit FileLock(const std::string& path) : fd_(::open(path.c_str(), O_CREAT | O_RDWR, 0644)) {
+  explicit FileLock(const std::string& path, const std::string& busy = "")
+      : fd_(::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644)) {
     WEFT_CHECK(fd_ >= 0, "cannot open lock file ", path);
-    WEFT_CHECK(::flock(fd_, LOCK_EX) == 0, "cannot lock ", path);
+    const bool locked = ::flock(fd_, busy.empty() ? LOCK_EX : LOCK_EX | LOCK_NB) == 0;
+    if (!locked) ::close(fd_);
+    WEFT_CHECK(locked, busy.empty() ? str("cannot lock ", path) : busy);
   }
   ~FileLock() { ::close(fd_); }
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
 
  private:
   int fd_;
@@ -207,20 +213,6 @@ int64_t latest_step(const std::string& dir) {
   return name.rfind("step_", 0) == 0 ? std::stoll(name.substr(5)) : -1;
 }
 
-// Held for the whole command: a second `weft finetune` on the same run.dir is refused.
-class RunLock {
- public:
-  explicit RunLock(const fs::path& run) : fd_(::open((run / ".finetune.run.lock").c_str(), O_CREAT | O_RDWR, 0644)) {
-    WEFT_CHECK(fd_ >= 0, "cannot create ", (run / ".finetune.run.lock").string());
-    WEFT_CHECK(::flock(fd_, LOCK_EX | LOCK_NB) == 0, "run.dir ", run.string(), " is in use by another weft finetune; ",
-               "wait for it or use another run.dir");
-  }
-  ~RunLock() { ::close(fd_); }
-
- private:
-  int fd_;
-};
-
 }  // namespace
 
 int cmd_finetune(const CliArgs& a) {
@@ -252,8 +244,12 @@ int cmd_finetune(const CliArgs& a) {
   const bool exports = worker_env_from_environment().rank == 0;  // under torchrun, rank 0 exports
   if (exports) check_output(output, hf_dir);
   fs::create_directories(run);
-  std::unique_ptr<RunLock> run_lock;
-  if (worker_env_from_environment().world_size <= 1) run_lock = std::make_unique<RunLock>(run);
+  // Held for the whole command (under torchrun every rank runs it, so only the data lock applies).
+  std::unique_ptr<FileLock> run_lock;
+  if (worker_env_from_environment().world_size <= 1)
+    run_lock = std::make_unique<FileLock>((run / ".finetune.run.lock").string(),
+                                          str("run.dir ", run.string(), " is in use by another weft finetune; wait ",
+                                              "for it or use another run.dir"));
   const std::string base = (run / "base").string(), prefix = (run / "data" / "sft").string();
   {
     FileLock lock((run / ".finetune.lock").string());
