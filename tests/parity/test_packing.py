@@ -20,6 +20,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pyutil"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
@@ -128,6 +129,20 @@ def main():
                 got = eval_loss(ckpt, varied, seq_len, [f"data.packing={packing}", f"train.micro_batch_size={mbs}"])
                 check(abs(got - ref) < 1e-5, f"{family} eval, {packing}, micro-batch {mbs}: loss {got:.7f} vs "
                       f"transformers one example at a time {ref:.7f} (diff {abs(got - ref):.1e})")
+        # --logits-out on packed rows: each example's logits are transformers' on that example alone.
+        out = os.path.join(work, family + "_logits.safetensors")
+        weft("eval", "--checkpoint", ckpt, "--data", varied, "--set", f"train.seq_len={seq_len}", "--max-batches", "1",
+             "--set", "data.packing=packed", "--set", "train.micro_batch_size=2", "--logits-out", out)
+        t = load_file(out)
+        worst, segments = 0.0, 0
+        for row, pos, lg in zip(t["input_ids"], t["positions"], t["logits"]):
+            starts = (pos == 0).nonzero().flatten().tolist() + [len(pos)]
+            for a, b in zip(starts[:-1], starts[1:]):
+                with torch.no_grad():
+                    ref_logits = model(input_ids=row[a:b].unsqueeze(0)).logits[0]
+                worst, segments = max(worst, (ref_logits - lg[a:b]).abs().max().item()), segments + 1
+        check(segments > 2 and worst < 1e-4, f"{family} eval --logits-out, packed: {segments} segments, logits within "
+              f"{worst:.1e} of transformers on each alone")
         # Without packing the same documents are one stream: the loss differs (examples see each other).
         stream = eval_loss(ckpt, varied, seq_len, ["train.micro_batch_size=1"])
         check(abs(stream - ref) > 1e-3, f"{family}: the stream loss {stream:.5f} should differ from the per-example "

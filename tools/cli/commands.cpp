@@ -84,14 +84,18 @@ std::pair<std::string, std::string> split_spec(const std::string& spec, const ch
 
 // The first evaluated micro-batch's input_ids (B, T) int64 and logits (B, T, vocab_size) fp32,
 // as a safetensors file: what parity tests compare with a reference implementation's logits.
+// Packed examples (data.packing) are computed apart and their positions (B, T) written too.
 void write_first_logits(TransformerImpl& model, const SampleSource& data, const Config& cfg, const at::Device& device,
                         const std::string& path) {
   at::NoGradGuard no_grad;
   const auto [first, count] = eval_window(0, cfg.train.micro_batch_size, data.num_samples());
   const auto mb = make_micro_batch(data, first, count, cfg.train.seq_len);
   ComputeGuard compute(cfg.precision, device);
-  auto logits = model.forward(mb.input_ids.to(device)).to(at::kFloat).cpu();  // (B, T, V)
-  write_safetensors(path, {{"input_ids", mb.input_ids.to(at::kLong).contiguous()}, {"logits", logits.contiguous()}});
+  const auto positions = mb.positions.defined() ? mb.positions.to(device) : at::Tensor();
+  auto logits = model.forward(mb.input_ids.to(device), positions).to(at::kFloat).cpu();  // (B, T, V)
+  NamedTensors out = {{"input_ids", mb.input_ids.to(at::kLong).contiguous()}, {"logits", logits.contiguous()}};
+  if (mb.positions.defined()) out.emplace_back("positions", mb.positions.contiguous());
+  write_safetensors(path, out);
 }
 
 }  // namespace
