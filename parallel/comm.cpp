@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <map>
@@ -210,6 +211,11 @@ Connected connect_store(const WorkerEnv& env, std::chrono::milliseconds timeout,
   o.waitWorkers = !env.use_agent_store && !extra_client;
   if (!env.use_agent_store && !extra_client) o.numWorkers = static_cast<size_t>(env.world_size);
   o.timeout = timeout;
+  if (o.isServer && env.store_listen_fd >= 0) {
+    // The launcher's socket serves the first store this process opens; it is that store's then.
+    static std::atomic<bool> taken{false};
+    if (!taken.exchange(true)) o.masterListenFd = static_cast<int>(env.store_listen_fd);
+  }
   const std::string what =
       str("rank ", env.rank, ": rendezvous with the store at ", env.master_addr, ":",
           env.master_port, o.isServer ? " (served by this rank)" : "");
@@ -298,6 +304,11 @@ WorkerEnv parse_worker_env(const std::function<const char*(const char*)>& lookup
     e.restart_count = parse_int("TORCHELASTIC_RESTART_COUNT", v, 0, INT32_MAX);
   if (const char* v = get("TORCHELASTIC_USE_AGENT_STORE"))
     e.use_agent_store = parse_bool("TORCHELASTIC_USE_AGENT_STORE", v);
+  if (const char* v = get("WEFT_STORE_LISTEN_FD")) {
+    e.store_listen_fd = parse_int("WEFT_STORE_LISTEN_FD", v, 0, INT32_MAX);
+    WEFT_CHECK(e.rank == 0 && !e.use_agent_store, "WEFT_STORE_LISTEN_FD is for rank 0 serving its own store; got it with RANK=",
+               e.rank, e.use_agent_store ? " and TORCHELASTIC_USE_AGENT_STORE" : "");
+  }
   return e;
 }
 

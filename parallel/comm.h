@@ -62,6 +62,11 @@ struct WorkerEnv {
   // TORCHELASTIC_USE_AGENT_STORE=True: torchrun's agent already serves the store at
   // MASTER_ADDR:MASTER_PORT, so every rank connects as a client.
   bool use_agent_store = false;
+  // WEFT_STORE_LISTEN_FD (set by `weft train --nproc` for rank 0 only): a socket already bound to
+  // MASTER_PORT and listening, which rank 0's store serves on instead of binding the port again.
+  // The port is never free between the launcher choosing it and the store opening it, so another
+  // process cannot take it in between. -1: bind MASTER_PORT.
+  int store_listen_fd = -1;
 
   // Rank 0 prints progress and writes metrics; every rank logs its own errors.
   bool is_primary() const { return rank == 0; }

@@ -86,7 +86,11 @@ def launch(args, env=None, wrapper=()):
 
 
 def tail(p, n=400):
-    return (p.stderr or "").strip()[-n:]
+    """The launcher's lines and each error line (the cause, which a c10 backtrace after it would
+    push out of a plain tail), then the last n characters."""
+    lines = (p.stderr or "").splitlines()
+    said = [l for l in lines if l.startswith("weft launcher:") or " error: " in l or "] E" in l][:8]
+    return "\n".join(said) + "\n...\n" + (p.stderr or "").strip()[-n:]
 
 
 def latest(ckpt):

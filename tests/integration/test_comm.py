@@ -13,22 +13,26 @@ from weft_test import BUILD, check  # noqa: E402
 TOOL = os.path.join(BUILD, "tests", "weft_comm_tool")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_world(n, *args, timeout=180):
     """Starts n ranks of the tool with the torchrun environment; returns [(code, output)] by rank
-    and their pids."""
-    port = str(free_port())
+    and their pids. Rank 0's store serves on a socket bound here (WEFT_STORE_LISTEN_FD, as `weft
+    train --nproc` does), so no other process can take the port before it opens."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = str(listener.getsockname()[1])
     procs = []
     for r in range(n):
         env = dict(os.environ, RANK=str(r), WORLD_SIZE=str(n), LOCAL_RANK=str(r),
                    LOCAL_WORLD_SIZE=str(n), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-        procs.append(subprocess.Popen([TOOL, *args], env=env, stdout=subprocess.PIPE,
+        fds = ()
+        if r == 0:
+            env["WEFT_STORE_LISTEN_FD"] = str(listener.fileno())
+            fds = (listener.fileno(),)
+        procs.append(subprocess.Popen([TOOL, *args], env=env, stdout=subprocess.PIPE, pass_fds=fds,
                                       stderr=subprocess.STDOUT, text=True, errors="replace"))
+        if r == 0:
+            listener.close()  # rank 0's alone: its death must close the store
     results = []
     for p in procs:
         try:

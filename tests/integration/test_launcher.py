@@ -8,6 +8,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -203,8 +204,31 @@ def test_launcher_killed():
     check(not left, f"the launcher killed with SIGKILL takes its {len(pids)} workers with it (left: {left})")
 
 
+def test_store_port_held():
+    """The store's port is bound before the launcher names it and stays bound until rank 0's store
+    serves on it: no other process can take it in between (a port probed free and closed again
+    can be taken by any process binding port 0 meanwhile, which fails rank 0's rendezvous)."""
+    run = Launch(2, hook="allreduce")
+    port = int(run.wait_for(r"store at 127\.0\.0\.1:(\d+)", 1)[0].group(1))
+    taken = None
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            taken = "this test bound it"
+        except OSError as e:
+            taken = str(e)
+    check("Address already in use" in taken,
+          f"the store port {port} is held from the moment the launcher names it ({taken})")
+    code, _ = run.finish()
+    ok = code == 0 and "[rank 0] sum=3" in run.out
+    if not ok:
+        run.dump()
+    check(ok, f"  and the workers rendezvous on it and all_reduce (exit {code})")
+
+
 def main():
     test_refuses_impossible_layouts()
+    test_store_port_held()
     test_prefix_and_primary()
     test_worker_killed()
     test_exit_code_propagates()

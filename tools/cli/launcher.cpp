@@ -43,24 +43,34 @@ struct Worker {
   std::string partial[2];
 };
 
-int free_port(const std::string& addr) {
+// A TCP socket bound to addr:port (0: any free port) and listening, for rank 0's store
+// (WEFT_STORE_LISTEN_FD). Holding it from here on means no other process can take the port
+// between this choice and the store opening, as a probe-and-close would allow. Close-on-exec:
+// only rank 0 keeps it.
+int listen_socket(const std::string& addr, int port, int* bound_port) {
   const int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   WEFT_CHECK(s >= 0, "launcher: socket(): ", std::strerror(errno));
+  const int one = 1;
+  setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
-  sa.sin_port = 0;
-  inet_pton(AF_INET, addr == "localhost" ? "127.0.0.1" : addr.c_str(), &sa.sin_addr);
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  const std::string host = addr == "localhost" ? "127.0.0.1" : addr;
+  WEFT_CHECK(inet_pton(AF_INET, host.c_str(), &sa.sin_addr) == 1, "launcher: store address '", addr,
+             "' is not an IPv4 address");
   socklen_t len = sizeof(sa);
-  const bool ok = bind(s, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0 &&
+  const bool ok = bind(s, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0 && listen(s, SOMAXCONN) == 0 &&
                   getsockname(s, reinterpret_cast<sockaddr*>(&sa), &len) == 0;
   const int err = errno;
-  close(s);
-  WEFT_CHECK(ok, "launcher: no free port on ", addr, ": ", std::strerror(err));
-  return ntohs(sa.sin_port);
+  if (!ok) close(s);
+  WEFT_CHECK(ok, "launcher: cannot listen on ", addr, ":", port, " for the store: ", std::strerror(err),
+             port ? " (choose another port)" : "");
+  *bound_port = ntohs(sa.sin_port);
+  return s;
 }
 
 // The environment of one worker: ours, with the torchrun variables replaced.
-std::vector<std::string> worker_env(const LaunchOptions& o, int port, int rank) {
+std::vector<std::string> worker_env(const LaunchOptions& o, int port, int rank, int listen_fd) {
   const std::vector<std::pair<std::string, std::string>> set = {
       {"RANK", std::to_string(rank)},
       {"WORLD_SIZE", std::to_string(o.nproc)},
@@ -69,7 +79,8 @@ std::vector<std::string> worker_env(const LaunchOptions& o, int port, int rank) 
       {"GROUP_RANK", "0"},
       {"MASTER_ADDR", o.master_addr},
       {"MASTER_PORT", std::to_string(port)},
-      {"TORCHELASTIC_RESTART_COUNT", "0"}};
+      {"TORCHELASTIC_RESTART_COUNT", "0"},
+      {"WEFT_STORE_LISTEN_FD", rank == 0 ? std::to_string(listen_fd) : ""}};
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     const std::string kv = *e;
@@ -78,7 +89,8 @@ std::vector<std::string> worker_env(const LaunchOptions& o, int port, int rank) 
     for (const auto& [k, v] : set) replaced |= key == k;
     if (!replaced) env.push_back(kv);
   }
-  for (const auto& [k, v] : set) env.push_back(k + "=" + v);
+  for (const auto& [k, v] : set)
+    if (!v.empty()) env.push_back(k + "=" + v);
   return env;
 }
 
@@ -90,10 +102,11 @@ std::vector<char*> c_strings(std::vector<std::string>& v) {
 }
 
 // fork + exec one worker. Between fork and exec the child calls only async-signal-safe functions.
-void spawn(Worker& w, const LaunchOptions& o, int port, int devnull) {
+// `listen_fd` is inherited by rank 0 only.
+void spawn(Worker& w, const LaunchOptions& o, int port, int listen_fd, int devnull) {
   std::vector<std::string> argv_s = {o.exe};
   argv_s.insert(argv_s.end(), o.args.begin(), o.args.end());
-  std::vector<std::string> env_s = worker_env(o, port, w.rank);
+  std::vector<std::string> env_s = worker_env(o, port, w.rank, listen_fd);
   auto argv = c_strings(argv_s);
   auto envp = c_strings(env_s);
   int out[2], err[2];
@@ -109,6 +122,7 @@ void spawn(Worker& w, const LaunchOptions& o, int port, int devnull) {
     dup2(devnull, 0);
     dup2(out[1], 1);
     dup2(err[1], 2);
+    if (w.rank == 0) fcntl(listen_fd, F_SETFD, 0);  // keep it across exec
     execve(argv[0], argv.data(), envp.data());
     const char msg[] = "weft launcher: exec of the worker binary failed\n";
     (void)!write(2, msg, sizeof(msg) - 1);
@@ -185,7 +199,8 @@ std::vector<std::string> strip_nproc_flag(const std::vector<std::string>& args) 
 
 int launch_local_workers(const LaunchOptions& o) {
   WEFT_CHECK(o.nproc >= 1, "--nproc must be >= 1, got ", o.nproc);
-  const int port = o.master_port > 0 ? o.master_port : free_port(o.master_addr);
+  int port = 0;
+  int listen_fd = listen_socket(o.master_addr, o.master_port, &port);
 
   int sp[2];
   WEFT_CHECK(pipe2(sp, O_CLOEXEC | O_NONBLOCK) == 0, "launcher: pipe(): ", std::strerror(errno));
@@ -207,9 +222,11 @@ int launch_local_workers(const LaunchOptions& o) {
   try {
     for (int r = 0; r < o.nproc; ++r) {
       workers[r].rank = r;
-      spawn(workers[r], o, port, devnull);
+      spawn(workers[r], o, port, listen_fd, devnull);
+      if (r == 0) close(listen_fd), listen_fd = -1;  // rank 0's alone: its death closes the store
     }
   } catch (...) {
+    if (listen_fd >= 0) close(listen_fd);
     signal_all(workers, SIGKILL);
     throw;
   }

@@ -14,7 +14,7 @@ struct LaunchOptions {
   std::string exe = "/proc/self/exe";  // the worker binary: this one
   std::vector<std::string> args;       // worker argv[1..] (without --nproc)
   std::string master_addr = "127.0.0.1";
-  int master_port = 0;  // 0 = a free port on master_addr
+  int master_port = 0;  // 0 = a free port on master_addr (bound here, handed to rank 0's store)
   // After a worker fails: SIGTERM to the others, SIGKILL to those still alive after this.
   std::chrono::milliseconds failure_grace{3000};
   // After SIGINT/SIGTERM to the launcher: time the workers get to checkpoint and exit.
@@ -24,7 +24,8 @@ struct LaunchOptions {
 
 // Starts opts.nproc workers and supervises them until all have exited. Each worker gets RANK,
 // WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT and
-// TORCHELASTIC_RESTART_COUNT=0, stdin from /dev/null, its own process group, and
+// TORCHELASTIC_RESTART_COUNT=0 (rank 0 also WEFT_STORE_LISTEN_FD: the store's socket, bound and
+// listening before any worker starts), stdin from /dev/null, its own process group, and
 // PR_SET_PDEATHSIG=SIGKILL (no worker outlives a launcher that is killed). Every line a worker
 // writes to stdout/stderr appears on the launcher's stdout/stderr prefixed "[rank K] ".
 //

@@ -96,6 +96,16 @@ TEST(WorkerEnv, MalformedValuesNameTheVariable) {
   EXPECT_NE(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}})
                 .find("MASTER_PORT is not set"),
             std::string::npos);
+  // The launcher's listening socket is rank 0's to serve the store on, and nobody else's.
+  EXPECT_EQ(parse({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"},
+                   {"MASTER_PORT", "1"}, {"WEFT_STORE_LISTEN_FD", "7"}})
+                .store_listen_fd,
+            7);
+  EXPECT_NE(error_of({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"},
+                      {"WEFT_STORE_LISTEN_FD", "7"}})
+                .find("WEFT_STORE_LISTEN_FD is for rank 0 serving its own store; got it with RANK=1"),
+            std::string::npos);
+  EXPECT_NE(error_of(with("WEFT_STORE_LISTEN_FD", "x")).find("WEFT_STORE_LISTEN_FD='x'"), std::string::npos);
 }
 
 TEST(ParallelContext, SingleProcessNeedsNoStoreAndShortCircuits) {
