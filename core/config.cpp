@@ -1,6 +1,6 @@
 // YAML <-> Config through one key table. for_each_field lists every key once; parsing, --set
 // overrides, the resolved dump and the key list all walk it, so a new key is one line.
-#include "core/config.h"
+#include "weft/config.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -12,7 +12,7 @@
 #include <set>
 #include <sstream>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace {

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <nmmintrin.h>

@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <system_error>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace detail {

@@ -6,9 +6,9 @@
 #include <cstdlib>
 #include <thread>
 
-#include "core/config.h"
-#include "core/error.h"
-#include "runtime/trainer.h"
+#include "weft/config.h"
+#include "weft/error.h"
+#include "weft/trainer.h"
 
 int main(int argc, char** argv) {
   if (argc < 3) {

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <map>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace {

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "models/transformer.h"
 
 namespace weft {

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <functional>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "models/lora.h"
 #include "parallel/tensor_parallel/ops.h"
 

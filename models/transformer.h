@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "parallel/tensor_parallel/plan.h"
 
 namespace weft {

@@ -15,7 +15,7 @@
 #include <map>
 #include <thread>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/progress.h"
 
 namespace weft {

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace {

@@ -6,7 +6,7 @@
 #include <numeric>
 #include <set>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "parallel/pipeline/schedule.h"
 
 namespace weft {

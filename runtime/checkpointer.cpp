@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "models/lora.h"
 #include "models/transformer.h"

@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/params.h"
 

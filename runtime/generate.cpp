@@ -5,7 +5,7 @@
 
 #include <limits>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <set>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "core/safetensors.h"
 

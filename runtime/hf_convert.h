@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "runtime/checkpoint/checkpoint.h"
 
 namespace weft {

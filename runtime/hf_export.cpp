@@ -4,7 +4,7 @@
 #include <filesystem>
 #include <map>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "core/safetensors.h"
 #include "models/lora.h"

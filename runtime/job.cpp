@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "models/lora.h"
 #include "parallel/device.h"

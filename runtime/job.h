@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "models/transformer.h"
 #include "parallel/topology.h"
 #include "runtime/checkpoint/checkpoint.h"

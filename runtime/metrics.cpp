@@ -4,7 +4,7 @@
 #include <filesystem>
 #include <sstream>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "core/tensorboard.h"
 

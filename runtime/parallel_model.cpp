@@ -6,7 +6,7 @@
 
 #include <chrono>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "models/lora.h"
 #include "runtime/job.h"
 #include "runtime/optim/zero.h"

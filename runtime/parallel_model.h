@@ -9,7 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "models/transformer.h"
 #include "parallel/data_parallel/grad_buckets.h"
 #include "parallel/topology.h"

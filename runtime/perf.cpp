@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <chrono>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "models/lora.h"
 #include "models/transformer.h"
 #include "runtime/job.h"

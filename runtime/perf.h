@@ -3,7 +3,7 @@
 
 #include <ATen/ATen.h>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "parallel/topology.h"
 
 namespace weft {

@@ -1,6 +1,6 @@
 #include "runtime/relayout.h"
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "parallel/comm.h"
 #include "parallel/device.h"
 #include "runtime/parallel_model.h"

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "runtime/checkpointer.h"
 
 namespace weft {

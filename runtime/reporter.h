@@ -9,9 +9,9 @@
 #include <cstdint>
 #include <memory>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "runtime/checkpointer.h"
-#include "runtime/trainer.h"
+#include "weft/trainer.h"
 
 namespace weft {
 

@@ -4,7 +4,7 @@
 // (ParallelModel), checkpoints (Checkpointer) and reporting (Reporter) are the pieces it owns.
 // Resume restores model, optimizer, schedule position, data position and RNG, so a resumed run
 // continues bit for bit.
-#include "runtime/trainer.h"
+#include "weft/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -21,7 +21,7 @@
 #include <sstream>
 #include <thread>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "core/progress.h"
 #include "parallel/comm.h"

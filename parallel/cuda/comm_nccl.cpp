@@ -6,7 +6,7 @@
 // wheel's nvidia/nccl/include first for this file, and make_nccl_backend refuses a mismatch.
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft::detail {
 

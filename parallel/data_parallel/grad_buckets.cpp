@@ -4,7 +4,7 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace {

@@ -6,7 +6,7 @@
 #include <map>
 #include <tuple>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace {

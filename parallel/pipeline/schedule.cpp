@@ -7,7 +7,7 @@
 #include <map>
 #include <unordered_map>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "parallel/pipeline/schedule_impl.h"
 
 namespace weft {

@@ -5,7 +5,7 @@
 #include <deque>
 #include <set>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/schedule_impl.h"
 

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace tp {

@@ -1,6 +1,6 @@
 #include "parallel/tensor_parallel/plan.h"
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace tp {

@@ -10,7 +10,7 @@
 #include <mutex>
 #include <string>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft::fault {
 namespace {

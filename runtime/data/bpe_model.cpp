@@ -5,7 +5,7 @@
 #include <functional>
 #include <queue>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/unicode_classes.h"
 
 namespace weft {

@@ -5,7 +5,7 @@
 
 #include <filesystem>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "runtime/data/jinja.h"
 

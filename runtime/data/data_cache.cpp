@@ -22,7 +22,7 @@
 #include <random>
 #include <set>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 
 namespace fs = std::filesystem;

@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <random>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "models/transformer.h"  // kIgnoreIndex
 #include "runtime/data/packed_dataset.h"

@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/tokenizer_pipeline.h"
 
 namespace weft {

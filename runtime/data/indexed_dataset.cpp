@@ -15,7 +15,7 @@
 #include <filesystem>
 #include <limits>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/data_cache.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,

@@ -4,7 +4,7 @@
 #include <ctime>
 #include <map>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/jinja.h"
 
 namespace weft::jinja {

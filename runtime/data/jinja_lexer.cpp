@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/jinja.h"
 
 namespace weft::jinja {

@@ -2,7 +2,7 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/jinja.h"
 
 namespace weft::jinja {

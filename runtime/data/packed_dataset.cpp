@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 

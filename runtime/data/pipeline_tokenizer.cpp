@@ -3,7 +3,7 @@
 #include <array>
 #include <unordered_map>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/tokenizer_pipeline.h"
 #include "runtime/data/unicode_classes.h"
 

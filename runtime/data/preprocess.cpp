@@ -9,7 +9,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/indexed_dataset.h"
 #include "runtime/data/tokenizer.h"
 

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/chat_template.h"
 #include "runtime/data/indexed_dataset.h"
 #include "runtime/data/tokenizer.h"

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/tokenizer_pipeline.h"
 
 namespace weft {

@@ -10,7 +10,7 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/tokenizer_pipeline.h"
 #include "runtime/data/unicode_classes.h"
 

@@ -8,7 +8,7 @@
 #include <array>
 #include <cctype>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/unicode_classes.h"
 
 namespace weft {

@@ -6,7 +6,7 @@
 
 #include <filesystem>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "core/progress.h"
 #include "runtime/checkpoint/fault.h"

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "core/config.h"
+#include "weft/config.h"
 
 namespace weft {
 

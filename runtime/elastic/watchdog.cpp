@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/progress.h"
 #include "parallel/comm.h"
 

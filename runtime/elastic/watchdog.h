@@ -27,7 +27,7 @@
 #include <string>
 #include <thread>
 
-#include "core/config.h"
+#include "weft/config.h"
 
 namespace weft {
 

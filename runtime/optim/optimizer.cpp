@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "parallel/comm.h"
 
 namespace weft {

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "runtime/params.h"
 
 namespace weft {

@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "parallel/comm.h"
 #include "parallel/data_parallel/grad_buckets.h"
 #include "runtime/optim/optimizer.h"

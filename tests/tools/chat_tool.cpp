@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "runtime/data/chat_template.h"
 
 namespace {

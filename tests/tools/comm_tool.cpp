@@ -13,7 +13,7 @@
 #include <string>
 #include <thread>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "parallel/comm.h"
 #include "parallel/topology.h"
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "core/config.h"
-#include "core/error.h"
+#include "weft/config.h"
+#include "weft/error.h"
 #include "runtime/data/gpt_dataset.h"
 #include "runtime/job.h"
 #include "runtime/data/indexed_dataset.h"

@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <string>
 
-#include "core/config.h"
-#include "core/error.h"
+#include "weft/config.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "core/safetensors.h"
 #include "runtime/job.h"

@@ -4,7 +4,7 @@
 #include <functional>
 #include <string>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft::testing {
 

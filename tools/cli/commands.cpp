@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "core/config.h"
-#include "core/error.h"
+#include "weft/config.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "core/safetensors.h"
 #include "models/transformer.h"
@@ -27,7 +27,7 @@
 #include "runtime/job.h"
 #include "runtime/perf.h"
 #include "runtime/relayout.h"
-#include "runtime/trainer.h"
+#include "weft/trainer.h"
 #include "tools/cli/launcher.h"
 #include "tools/cli/worker.h"
 

@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "core/config.h"
-#include "core/error.h"
+#include "weft/config.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "parallel/comm.h"

@@ -17,7 +17,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 extern char** environ;
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "tools/cli/commands.h"
 
 DEFINE_string(config, "", "job config YAML file");

@@ -21,14 +21,14 @@
 
 #include <glog/logging.h>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/progress.h"
 #include "parallel/comm.h"
 #include "parallel/device.h"
 #include "parallel/topology.h"
 #include "runtime/elastic/watchdog.h"
 #include "runtime/job.h"
-#include "runtime/trainer.h"
+#include "weft/trainer.h"
 
 namespace weft {
 namespace {

@@ -4,9 +4,9 @@
 
 #include <functional>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "parallel/comm.h"
-#include "runtime/trainer.h"
+#include "weft/trainer.h"
 
 namespace weft {
 

@@ -1,10 +1,10 @@
 // Config: YAML into typed structs, --set overrides, unknown keys and wrong types named.
 #include "tests/unit/test_util.h"
-#include "core/config.h"
+#include "weft/config.h"
 
 #include <gtest/gtest.h>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace {

@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace fs = std::filesystem;
 namespace weft {

@@ -1,7 +1,7 @@
 // ModelConfig::validate: the one set of model checks shared by YAML job files and HF config.json
 // (which names fields its own way), and the refusal of empty job files.
 #include "tests/unit/test_util.h"
-#include "core/config.h"
+#include "weft/config.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include <fstream>
 #include <limits>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace {

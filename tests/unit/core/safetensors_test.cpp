@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 
 namespace fs = std::filesystem;

@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <vector>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 
 namespace fs = std::filesystem;

@@ -8,7 +8,7 @@
 
 #include <cstdlib>
 
-#include "core/config.h"
+#include "weft/config.h"
 
 namespace weft {
 namespace {

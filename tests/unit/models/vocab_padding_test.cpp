@@ -4,8 +4,8 @@
 
 #include <functional>
 
-#include "core/config.h"
-#include "core/error.h"
+#include "weft/config.h"
+#include "weft/error.h"
 #include "models/transformer.h"
 #include "parallel/topology.h"
 

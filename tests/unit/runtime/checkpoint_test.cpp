@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "core/fileio.h"
 
 namespace fs = std::filesystem;

@@ -6,8 +6,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-#include "core/config.h"
-#include "core/error.h"
+#include "weft/config.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace {

@@ -1,6 +1,6 @@
 // The Trainer as a service holds it: failures show in status(), callbacks can be registered while
 // it runs; frozen parameters stay bit-identical and hold no optimizer state.
-#include "runtime/trainer.h"
+#include "weft/trainer.h"
 
 #include <gtest/gtest.h>
 

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft::pipeline_test {
 

@@ -10,7 +10,7 @@
 #include <map>
 #include <tuple>
 
-#include "core/error.h"
+#include "weft/error.h"
 #include "tests/unit/parallel/pipeline/schedule_grid.h"
 
 namespace weft {

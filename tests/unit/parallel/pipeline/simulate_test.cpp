@@ -7,7 +7,7 @@
 #include <functional>
 
 #include "tests/unit/test_util.h"
-#include "core/error.h"
+#include "weft/error.h"
 #include "parallel/pipeline/schedule.h"
 #include "tests/unit/parallel/pipeline/schedule_grid.h"
 

@@ -5,7 +5,7 @@
 
 #include <cstdlib>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "models/transformer.h"
 #include "parallel/topology.h"
 #include "runtime/job.h"

@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft {
 namespace {

@@ -10,7 +10,7 @@
 #include <sstream>
 #include <string>
 
-#include "core/error.h"
+#include "weft/error.h"
 
 namespace weft::testing {
 

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <thread>
 
-#include "core/config.h"
+#include "weft/config.h"
 #include "core/progress.h"
 #include "parallel/topology.h"
 #include "runtime/elastic/inject.h"
