@@ -11,6 +11,7 @@ apt_packages=(
   libgflags-dev libgoogle-glog-dev libgtest-dev libgmock-dev
   libyaml-cpp-dev nlohmann-json3-dev
   libsentencepiece-dev   # SentencePiece .model tokenizers (Llama 2)
+  libcpp-httplib-dev     # the HTTP server of examples/service
   libpcre2-dev libutf8proc-dev pkg-config  # tokenizer.json: pre-tokenizer regexes, NFC
   libgloo-dev      # headers only: the wheel ships c10d's ProcessGroupGloo.hpp but not gloo's;
                    # the gloo code itself is LibTorch's copy (CMakeLists.txt never links libgloo)

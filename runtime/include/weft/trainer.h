@@ -31,13 +31,36 @@ struct StepMetrics {
   double pipeline_bubble = 0;  // idle share of the pipeline (pp > 1)
 };
 
+// Where a job is. kCreated: constructed, run() not called; kRunning: inside run(); kStopping:
+// request_stop() was seen, the stop checkpoint is being written; kFinished: run() returned at
+// train.steps; kStopped: run() returned early on request_stop(); kFailed: run() threw.
+enum class TrainerState { kCreated, kRunning, kStopping, kFinished, kStopped, kFailed };
+// "created", "running", "stopping", "finished", "stopped", "failed".
+const char* trainer_state_name(TrainerState state);
+
+// A snapshot of a job (Trainer::status()), consistent as of one moment.
 struct TrainerStatus {
-  int64_t step = 0, total_steps = 0;
-  double last_loss = 0;
+  TrainerState state = TrainerState::kCreated;
+  int64_t step = 0, total_steps = 0;  // optimizer steps completed; train.steps
+  double last_loss = 0;               // the latest step's loss (0 before the first step)
+  double tokens_per_sec = 0;          // the latest step's, over the whole job
+  // Seconds to train.steps at the mean step time of this run() so far; -1 until one step ran.
+  double eta_sec = -1;
   int64_t steps_run = 0;  // optimizer steps the latest run() took (0: it resumed at train.steps)
+  std::string last_checkpoint;  // the newest complete checkpoint directory this job wrote, or ""
   bool running = false, finished = false;
   bool failed = false;  // run() threw; `error` holds its message
   std::string error;
+};
+
+// One checkpoint save's outcome, as on_checkpoint reports it.
+struct CheckpointEvent {
+  int64_t step = 0;
+  bool ok = false;
+  std::string dir;    // the committed step directory (ok)
+  std::string error;  // one line: what failed and where (not ok)
+  uint64_t bytes = 0;
+  double blocking_ms = 0;  // how long training waited for it
 };
 
 class ParallelContext;
@@ -70,6 +93,7 @@ class Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   // Trains until train.steps or request_stop(); checkpoints on interval, on stop and at the end.
+  // Call it once, from any one thread (the host's choice).
   void run();
   // Asks run() to finish the current step, checkpoint, and return. Async-signal-safe.
   void request_stop() { stop_.store(true); }
@@ -77,6 +101,9 @@ class Trainer {
 
   void on_step(std::function<void(const StepMetrics&)> cb);
   void on_eval(std::function<void(int64_t step, double loss)> cb);
+  // Called on the training thread when a save's outcome is known (asynchronous saves: at the
+  // next step boundary or at the end of run()).
+  void on_checkpoint(std::function<void(const CheckpointEvent&)> cb);
 
   const Config& config() const { return cfg_; }
 
