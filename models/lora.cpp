@@ -20,7 +20,20 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 const std::string kA = ".adapter.lora_A", kB = ".adapter.lora_B";
 
+thread_local at::Generator t_dropout_gen;  // undefined: the default generator
+
+// torch.nn.functional.dropout's arithmetic on the CPU (keep with probability 1-p, scale by
+// 1/(1-p)), drawn from `gen`: the same numbers at::dropout draws from that generator.
+at::Tensor dropout_with(const at::Tensor& x, double p, const at::Generator& gen) {
+  return x * at::empty_like(x).bernoulli_(1 - p, gen).div_(1 - p);
+}
+
 }  // namespace
+
+DropoutGeneratorScope::DropoutGeneratorScope(at::Generator gen) : prev_(std::move(t_dropout_gen)) {
+  t_dropout_gen = std::move(gen);
+}
+DropoutGeneratorScope::~DropoutGeneratorScope() { t_dropout_gen = std::move(prev_); }
 
 LoraAdapterImpl::LoraAdapterImpl(int64_t in, int64_t out, int64_t rank, double s, double p,
                                  const at::TensorOptions& opts)
@@ -31,7 +44,9 @@ LoraAdapterImpl::LoraAdapterImpl(int64_t in, int64_t out, int64_t rank, double s
 
 at::Tensor LoraAdapterImpl::forward(const at::Tensor& x) {
   const bool drop = dropout > 0 && is_training() && at::GradMode::is_enabled();
-  auto h = at::linear(drop ? at::dropout(x, dropout, true) : x, lora_A);  // (..., r)
+  at::Tensor in = x;
+  if (drop) in = x.is_cpu() && t_dropout_gen.defined() ? dropout_with(x, dropout, t_dropout_gen) : at::dropout(x, dropout, true);
+  auto h = at::linear(in, lora_A);  // (..., r)
   return at::linear(h, lora_B) * scaling;                                   // (..., out)
 }
 

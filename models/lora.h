@@ -17,6 +17,20 @@
 
 namespace weft {
 
+// The CPU generator LoRA dropout draws from on the calling thread while alive: a job's own, so
+// jobs training on separate threads of one process neither share nor disturb a random stream
+// (without one, LibTorch's default CPU generator). Scopes nest; thread-local.
+class DropoutGeneratorScope {
+ public:
+  explicit DropoutGeneratorScope(at::Generator gen);
+  ~DropoutGeneratorScope();
+  DropoutGeneratorScope(const DropoutGeneratorScope&) = delete;
+  DropoutGeneratorScope& operator=(const DropoutGeneratorScope&) = delete;
+
+ private:
+  at::Generator prev_;
+};
+
 // out = scaling * (dropout(x) A^T) B^T. Shapes are the wrapped projection's local ones:
 // x (..., in_local) -> (..., out_local). Dropout applies only in training mode with autograd on
 // (evaluation passes, which run without autograd, see the adapter deterministically). Parameters:

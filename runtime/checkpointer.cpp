@@ -135,12 +135,17 @@ struct Checkpointer::InFlight {
 };
 
 Checkpointer::Checkpointer(const Config& cfg, const ParallelContext* ctx, const ParamList& params,
-                           Optimizer& optimizer)
-    : cfg_(cfg), ctx_(ctx), params_(params), optimizer_(optimizer) {
+                           Optimizer& optimizer, at::Generator rng)
+    : cfg_(cfg), ctx_(ctx), params_(params), optimizer_(optimizer), rng_(std::move(rng)) {
   fault::set_rank(ctx_ ? ctx_->rank() : 0);
   // A tokenizer named by its files travels with every checkpoint, so the checkpoint is
   // self-contained ("gpt2:." / "hf:." = the checkpoint's own files, resolved in restore()).
   if (!is_checkpoint_tokenizer(cfg_.data.tokenizer)) take_tokenizer_files(cfg_.data.tokenizer);
+}
+
+at::Tensor Checkpointer::rng_state() const {
+  std::lock_guard<std::mutex> lock(rng_.mutex());
+  return rng_.get_state();
 }
 
 Checkpointer::~Checkpointer() {
@@ -228,8 +233,10 @@ RestoredState Checkpointer::load(const std::string& dir) {
   load_weights(reader);
   optimizer_.reload_params();
   optimizer_.load_state(reader.read("optim", optimizer_.wanted_state(), cfg_.model.vocab_size), reader.step());
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
-  gen.set_state(hex_to_bytes(state.at("rng_cpu").get<std::string>()));
+  {
+    std::lock_guard<std::mutex> lock(rng_.mutex());
+    rng_.set_state(hex_to_bytes(state.at("rng_cpu").get<std::string>()));
+  }
   if (is_checkpoint_tokenizer(cfg_.data.tokenizer) && tokenizer_files_.empty())
     tokenizer_files_ = own_tokenizer_files(cfg_.data.tokenizer, dir, extra);
   return RestoredState{dir, true, reader.step(), state.at("consumed_samples").get<int64_t>(), {}};
@@ -290,7 +297,7 @@ void Checkpointer::snapshot(InFlight& job, int64_t step, int64_t consumed_sample
   optimizer_.save_state(dp_rank, data.optimizer, data.optimizer_placement);
   data.trainer_state = {{"step", step},
                         {"consumed_samples", consumed_samples},
-                        {"rng_cpu", bytes_to_hex(at::detail::getDefaultCPUGenerator().get_state())}};
+                        {"rng_cpu", bytes_to_hex(rng_state())}};
   data.config_yaml = to_yaml(cfg_);
   data.extra_files = tokenizer_files_;
   if (!cfg_.checkpoint.async) return;  // written from the live tensors before training goes on

@@ -60,13 +60,14 @@ struct SaveOutcome {
 class Checkpointer {
  public:
   // `params` and `optimizer` belong to the job's ParallelModel and must outlive this; `ctx` is
-  // null for one process.
-  Checkpointer(const Config& cfg, const ParallelContext* ctx, const ParamList& params, Optimizer& optimizer);
+  // null for one process. `rng` is the job's CPU generator, whose state checkpoints hold.
+  Checkpointer(const Config& cfg, const ParallelContext* ctx, const ParamList& params, Optimizer& optimizer,
+               at::Generator rng);
   // Waits for a save in flight.
   ~Checkpointer();
 
   // Cleans leftovers of interrupted saves, then loads the newest complete checkpoint under
-  // checkpoint.dir (everything, including the default CPU generator's state) — or, with
+  // checkpoint.dir (everything, including the job's CPU generator's state) — or, with
   // checkpoint.fallback, the newest one every rank can read — else checkpoint.init_from's weights;
   // nullopt when there is neither.
   std::optional<RestoredState> restore();
@@ -97,6 +98,8 @@ class Checkpointer {
   const ParallelContext* ctx_;
   const ParamList& params_;
   Optimizer& optimizer_;
+  mutable at::Generator rng_;  // the job's CPU generator (its state is saved and restored)
+  at::Tensor rng_state() const;  // a copy, taken under the generator's lock
   std::map<std::string, std::string> tokenizer_files_;  // file name -> contents, stored in every save
   std::vector<at::Tensor> host_;  // snapshot buffers, allocated at the first save and reused
   std::unique_ptr<InFlight> in_flight_;

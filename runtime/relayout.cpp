@@ -1,5 +1,7 @@
 #include "runtime/relayout.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "weft/error.h"
 #include "parallel/comm.h"
 #include "parallel/device.h"
@@ -11,7 +13,8 @@ SaveOutcome relayout_checkpoint(const Config& cfg, const ParallelContext* ctx, c
                                 const std::string& to_root) {
   const at::Device device = select_device(cfg.device, ctx ? int(ctx->env().local_rank) : 0);
   ParallelModel model(cfg, ctx, device);
-  Checkpointer checkpointer(cfg, ctx, model.params(), model.optimizer());
+  // The generator's state is the checkpoint's (load sets it, save writes it back).
+  Checkpointer checkpointer(cfg, ctx, model.params(), model.optimizer(), at::make_generator<at::CPUGeneratorImpl>());
   const RestoredState from = checkpointer.load(from_dir);
   checkpointer.save(from.step, from.consumed_samples, to_root);
   const auto outcomes = checkpointer.finish();

@@ -24,6 +24,7 @@
 #include "weft/error.h"
 #include "core/fileio.h"
 #include "core/progress.h"
+#include "models/lora.h"
 #include "parallel/comm.h"
 #include "parallel/device.h"
 #include "parallel/pipeline/executor.h"
@@ -84,6 +85,8 @@ struct Trainer::State {
   ParallelDims dims;
   RankCoord coord;
   bool primary = true;  // writes config, metrics, checkpoint metadata and the console
+  at::Generator rng;    // the job's CPU generator (LoRA dropout), saved with each checkpoint
+  Clock::time_point run_start;
   at::Device device{at::kCPU};
   std::unique_ptr<ParallelModel> model;
   std::unique_ptr<Checkpointer> checkpointer;
@@ -160,11 +163,8 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
                "': ", ec ? ec.message() : "not a directory", "; point checkpoint.dir at a directory you can write");
   }
   // Fresh runs are reproducible to the byte (the generator's state is saved with each checkpoint).
-  {
-    at::Generator gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_current_seed(uint64_t(cfg_.train.seed));
-  }
+  // The job's own generator: jobs on other threads of this process draw from theirs.
+  s.rng = at::make_generator<at::CPUGeneratorImpl>(uint64_t(cfg_.train.seed));
 
   s.model = std::make_unique<ParallelModel>(cfg_, s.ctx, s.device);
   const int64_t micro = cfg_.train.global_batch_size / (cfg_.train.micro_batch_size * s.dims.dp);
@@ -175,7 +175,7 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
                      ? cfg_.run.peak_tflops * 1e12
                      : measure_matmul_peak_flops(cfg_.precision == "bf16" ? at::kBFloat16 : at::kFloat, s.device, 0.3);
   s.reporter = std::make_unique<Reporter>(cfg_, s.primary, opts_.console);
-  s.checkpointer = std::make_unique<Checkpointer>(cfg_, s.ctx, s.model->params(), s.model->optimizer());
+  s.checkpointer = std::make_unique<Checkpointer>(cfg_, s.ctx, s.model->params(), s.model->optimizer(), s.rng);
 
   s.faults = std::make_unique<FaultInjector>(cfg_.fault, s.ctx ? s.ctx->rank() : 0, s.dims.world_size(),
                                              s.ctx ? s.ctx->env().restart_count : 0, cfg_.run.dir);
@@ -228,23 +228,47 @@ void Trainer::on_eval(std::function<void(int64_t step, double loss)> cb) {
   eval_callbacks_.push_back(std::move(cb));
 }
 
+void Trainer::on_checkpoint(std::function<void(const CheckpointEvent&)> cb) {
+  std::lock_guard<std::mutex> lock(callbacks_mu_);
+  checkpoint_callbacks_.push_back(std::move(cb));
+}
+
+const char* trainer_state_name(TrainerState state) {
+  switch (state) {
+    case TrainerState::kCreated: return "created";
+    case TrainerState::kRunning: return "running";
+    case TrainerState::kStopping: return "stopping";
+    case TrainerState::kFinished: return "finished";
+    case TrainerState::kStopped: return "stopped";
+    case TrainerState::kFailed: return "failed";
+  }
+  return "unknown";
+}
+
 void Trainer::run() {
   {
     std::lock_guard<std::mutex> lock(status_mu_);
     WEFT_CHECK(!status_.running, "Trainer::run() is already running");
     status_.running = true, status_.failed = false, status_.error.clear();
+    status_.state = TrainerState::kRunning;
     status_.steps_run = 0;
+    status_.eta_sec = -1;
   }
+  s_->run_start = Clock::now();
   try {
+    DropoutGeneratorScope rng(s_->rng);
     train_loop();
   } catch (const std::exception& e) {
     std::lock_guard<std::mutex> lock(status_mu_);
     status_.running = false, status_.failed = true, status_.error = e.what();
+    status_.state = TrainerState::kFailed;
     throw;
   }
   std::lock_guard<std::mutex> lock(status_mu_);
   status_.running = false;
   status_.finished = s_->step >= cfg_.train.steps;
+  status_.state = status_.finished ? TrainerState::kFinished : TrainerState::kStopped;
+  status_.eta_sec = status_.finished ? 0 : -1;
 }
 
 void Trainer::train_loop() {
@@ -310,6 +334,17 @@ void Trainer::report_saves(const std::vector<SaveOutcome>& outcomes) {
       if (cfg_.checkpoint.on_error == "stop" && s.save_error.empty()) s.save_error = o.error;
     }
     s.reporter->checkpoint(o, s.failed_saves);
+    if (o.ok) {
+      std::lock_guard<std::mutex> lock(status_mu_);
+      status_.last_checkpoint = o.dir;
+    }
+    std::vector<std::function<void(const CheckpointEvent&)>> callbacks;
+    {
+      std::lock_guard<std::mutex> lock(callbacks_mu_);
+      callbacks = checkpoint_callbacks_;
+    }
+    const CheckpointEvent e{o.step, o.ok, o.dir, o.error, o.bytes, o.blocking_ms};
+    for (auto& cb : callbacks) cb(e);
   }
 }
 
@@ -522,6 +557,10 @@ void Trainer::notify(const StepMetrics& m) {
     status_.step = m.step;
     status_.steps_run += 1;
     status_.last_loss = m.loss;
+    status_.tokens_per_sec = m.tokens_per_sec;
+    const double per_step = ms_since(s_->run_start) / 1000.0 / double(status_.steps_run);
+    status_.eta_sec = per_step * double(std::max<int64_t>(0, cfg_.train.steps - m.step));
+    if (s_->stopping) status_.state = TrainerState::kStopping;
   }
   std::vector<std::function<void(const StepMetrics&)>> callbacks;
   {

@@ -121,7 +121,9 @@ int cmd_train(const CliArgs& a) {
   }
   const WorkerEnv env = worker_env_from_environment();
   if (env.world_size > 1) return run_train_worker(cfg, env);
-  Trainer trainer(cfg);  // refuses a job too large for this machine before allocating it
+  TrainerOptions topts;
+  topts.console = true;
+  Trainer trainer(cfg, topts);  // refuses a job too large for this machine before allocating it
   g_trainer = &trainer;
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);

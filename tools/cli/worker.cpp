@@ -197,6 +197,7 @@ int run_train_worker(const Config& cfg, const WorkerEnv& env) {
   const int rc = run_worker(cfg, env, [&](const ParallelContext& ctx) {
     TrainerOptions topts;
     topts.parallel = &ctx;
+    topts.console = true;
     Trainer trainer(cfg, topts);
     g_worker_trainer = &trainer;
     signal(SIGTERM, stop_worker);

@@ -67,7 +67,9 @@ class ParallelContext;
 struct SaveOutcome;
 
 struct TrainerOptions {
-  bool console = true;  // print a progress line every train.log_interval steps
+  // Print a progress line every train.log_interval steps (and eval/checkpoint lines) on stdout.
+  // Off by default: a library writes nothing to its host's stdout unasked (the CLI asks).
+  bool console = false;
   // The job's rank grid, or null for one process. Must outlive the Trainer. Its dims must be
   // the config's parallel.* layout for its world size.
   const ParallelContext* parallel = nullptr;
@@ -82,9 +84,10 @@ struct TrainerOptions {
 // Errors: the constructor and run() throw weft::Error for bad config, data or checkpoints; when
 // run() throws, status() reports failed with the message.
 // Process-wide effects: the constructor sets LibTorch's intra-op thread count when
-// train.threads > 0 and seeds the default CPU generator with train.seed; restoring a checkpoint
-// sets that generator's state (saved with it). Nothing else is global: a service may hold several Trainers (one run() at a time
-// per process, since the thread count and generator are shared).
+// train.threads > 0 (shared by every job of the process; give concurrent jobs the same value).
+// Everything else is the job's own, its random generator included: a service may run several
+// Trainers one after another, or at once on separate threads, without one changing another's
+// numbers.
 class Trainer {
  public:
   explicit Trainer(Config cfg, TrainerOptions opts = {});
@@ -137,6 +140,7 @@ class Trainer {
   mutable std::mutex callbacks_mu_;
   std::vector<std::function<void(const StepMetrics&)>> step_callbacks_;  // guarded by callbacks_mu_
   std::vector<std::function<void(int64_t, double)>> eval_callbacks_;     // guarded by callbacks_mu_
+  std::vector<std::function<void(const CheckpointEvent&)>> checkpoint_callbacks_;  // guarded by callbacks_mu_
   mutable std::mutex status_mu_;
   TrainerStatus status_;  // guarded by status_mu_
 };
