@@ -5,7 +5,6 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 
@@ -21,13 +20,12 @@
 #include "runtime/data/gpt_dataset.h"
 #include "runtime/data/preprocess.h"
 #include "runtime/data/tokenizer.h"
-#include "runtime/elastic/watchdog.h"
 #include "runtime/generate.h"
-#include "runtime/hf_convert.h"
 #include "runtime/job.h"
 #include "runtime/perf.h"
-#include "runtime/relayout.h"
 #include "weft/trainer.h"
+#include "weft/convert.h"
+#include "weft/worker.h"
 #include "tools/cli/launcher.h"
 #include "tools/cli/worker.h"
 
@@ -35,13 +33,6 @@ namespace fs = std::filesystem;
 
 namespace weft {
 namespace {
-
-Trainer* g_trainer = nullptr;  // for the signal handler only
-
-extern "C" void on_stop_signal(int sig) {
-  if (g_trainer) g_trainer->request_stop();
-  std::signal(sig, SIG_DFL);  // a second signal stops at once
-}
 
 Config job_config(const CliArgs& a) {
   WEFT_CHECK(!a.config.empty(), "--config FILE is required");
@@ -73,15 +64,6 @@ LoadedModel load_model(const CliArgs& a) {
   return m;
 }
 
-std::pair<std::string, std::string> split_spec(const std::string& spec, const char* flag) {
-  const auto colon = spec.find(':');
-  WEFT_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < spec.size(), flag, " '", spec,
-             "': expected hf:DIR or ckpt:DIR");
-  const auto kind = spec.substr(0, colon);
-  WEFT_CHECK(kind == "hf" || kind == "ckpt", flag, " '", spec, "': kind must be hf or ckpt");
-  return {kind, spec.substr(colon + 1)};
-}
-
 // The first evaluated micro-batch's input_ids (B, T) int64 and logits (B, T, vocab_size) fp32,
 // as a safetensors file: what parity tests compare with a reference implementation's logits.
 // Packed examples (data.packing) are computed apart and their positions (B, T) written too.
@@ -103,35 +85,13 @@ void write_first_logits(TransformerImpl& model, const SampleSource& data, const 
 int cmd_train(const CliArgs& a) {
   Config cfg = job_config(a);
   if (a.nproc > 1) {
-    // Refuse an impossible layout, or CPU workers whose state cannot fit in this host's memory
-    // together, here, before any worker starts. (GPU workers check their own device.)
-    cfg.validate();
-    const ParallelDims dims = elastic_layout(a.nproc, cfg);  // ranks beyond it are spares
-    if (cfg.device == "cpu") {
-      std::vector<RankCoord> all;
-      for (int64_t r = 0; r < dims.world_size(); ++r) all.push_back(coord_of(dims, r));
-      check_memory_fits(cfg, dims, all, at::Device(at::kCPU));
-    }
     LaunchOptions launch;
+    launch.label = check_local_launch(cfg, a.nproc);
     launch.nproc = a.nproc;
     launch.args = strip_nproc_flag(a.argv);
-    launch.label = dims.world_size() == a.nproc ? dims.describe()
-                                                : str(dims.describe(), " + ", a.nproc - dims.world_size(), " spare(s)");
     return launch_local_workers(launch);
   }
-  const WorkerEnv env = worker_env_from_environment();
-  if (env.world_size > 1) return run_train_worker(cfg, env);
-  Trainer trainer(cfg);  // refuses a job too large for this machine before allocating it
-  g_trainer = &trainer;
-  std::signal(SIGINT, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
-  Watchdog watchdog(cfg.fault, nullptr, (std::filesystem::path(cfg.run.dir) / "metrics.jsonl").string());
-  trainer.run();
-  watchdog.stop(/*clean=*/true);
-  g_trainer = nullptr;
-  const auto st = trainer.status();
-  std::printf("%s\n", train_summary(st).c_str());
-  return 0;
+  return run_training_worker(cfg, cli_worker_options());
 }
 
 int cmd_eval(const CliArgs& a) {
@@ -193,100 +153,21 @@ int cmd_plan(const CliArgs& a) {
   return 0;
 }
 
-// ckpt -> ckpt: the checkpoint written again for the layout the --set parallel.* overrides give,
-// by that layout's ranks (--nproc N local processes, default the source's world size; or the
-// torchrun environment).
-int convert_layout(const CliArgs& a, const std::string& from, const std::string& to) {
-  const auto dir = resolve_checkpoint_dir(from);
-  // A new checkpoint root: writing into one that holds checkpoints (or anything else) would mix
-  // runs, or make `latest` skip newer steps.
-  std::error_code ec;
-  WEFT_CHECK(!fs::exists(to) || (fs::is_directory(to) && fs::is_empty(to, ec)), "convert: --to ckpt:", to,
-             " must be a new or empty directory (it is a file or already holds something); choose another");
-  Config cfg = checkpoint_config(dir);
-  for (const auto& o : a.overrides) apply_override(cfg, o);
-  auto job = [&](const ParallelContext* ctx) {
-    const auto o = relayout_checkpoint(cfg, ctx, dir, to);
-    if (!ctx || ctx->is_primary())
-      std::printf("converted %s -> %s (step %lld, %.1f MB)\n", dir.c_str(), o.dir.c_str(), (long long)o.step,
-                  o.bytes / 1e6);
-    return 0;
-  };
-  const WorkerEnv env = worker_env_from_environment();
-  if (env.world_size > 1) return run_worker(cfg, env, [&](const ParallelContext& ctx) { return job(&ctx); });
-  const CheckpointLayout saved = CheckpointReader(dir).layout();
-  const int64_t world = a.nproc > 0 ? a.nproc : saved.tp * saved.pp * saved.dp;
-  cfg.validate();
-  try {
-    validate_layout(world, cfg);
-  } catch (const Error& e) {
-    fail(str("convert to ", world, " ranks (", a.nproc > 0 ? "--nproc" : "the source checkpoint's world size",
-             "): ", e.what(), "; pass --nproc N for another world size"));
-  }
-  if (world == 1) return job(nullptr);
-  LaunchOptions launch;
-  launch.nproc = int(world);
-  launch.args = strip_nproc_flag(a.argv);
-  launch.label = "convert";
-  return launch_local_workers(launch);
-}
-
 int cmd_convert(const CliArgs& a) {
-  WEFT_CHECK(!a.from.empty() && !a.to.empty(), "--from and --to are both required");
-  auto [from_kind, from_dir] = split_spec(a.from, "--from");
-  auto [to_kind, to_dir] = split_spec(a.to, "--to");
-  WEFT_CHECK(a.lora_export.empty() || a.lora_export == "merged" || a.lora_export == "adapter",
-             "--lora-export must be merged or adapter, got '", a.lora_export, "'");
-  WEFT_CHECK(a.lora_export.empty() || (from_kind == "ckpt" && to_kind == "hf"),
-             "--lora-export applies to --from ckpt:DIR --to hf:DIR only");
-  if (from_kind == "ckpt" && to_kind == "ckpt") return convert_layout(a, from_dir, to_dir);
-  if (from_kind == "ckpt") {  // -> hf: the whole model (LoRA merged) or a peft adapter
-    export_hf(from_dir, to_dir, a.lora_export == "adapter", a.overrides);
-    if (a.lora_export == "adapter") {
-      std::printf("converted %s -> %s (peft LoRA adapter)\n", a.from.c_str(), a.to.c_str());
-    } else {
-      const auto model = checkpoint_config(resolve_checkpoint_dir(from_dir)).model;
-      std::printf("converted %s -> %s (%s, %lld parameters)\n", a.from.c_str(), a.to.c_str(), model.family.c_str(),
-                  (long long)count_parameters(model));
-    }
-    return 0;
+  ConvertOptions opts;
+  opts.overrides = a.overrides;
+  opts.lora_export = a.lora_export;
+  opts.nproc = a.nproc;
+  opts.console = true;
+  const ConvertResult result = convert(a.from, a.to, opts);
+  if (result.processes > 1) {  // ckpt -> ckpt on several local ranks, each running this command
+    LaunchOptions launch;
+    launch.nproc = int(result.processes);
+    launch.args = strip_nproc_flag(a.argv);
+    launch.label = "convert";
+    return launch_local_workers(launch);
   }
-  ModelConfig model_cfg;
-  Config cfg;
-  NamedTensors tensors;
-  std::string tokenizer_spec;  // the tokenizer whose files go with the result, if any
-  {  // hf -> hf or hf -> ckpt
-    auto hf = load_hf_model(from_dir);
-    model_cfg = hf.config;
-    tensors = std::move(hf.tensors);
-    cfg.model = model_cfg;
-    cfg.train.seq_len = std::min<int64_t>(cfg.train.seq_len, model_cfg.max_seq_len);
-    if (!hf.tokenizer.empty()) cfg.data.tokenizer = tokenizer_spec = hf.tokenizer;
-  }
-  for (const auto& o : a.overrides) apply_override(cfg, o);
-  // Validate names and shapes against the model Weft would build from this config.
-  Transformer check(model_cfg, at::TensorOptions().device(at::kMeta));
-  for (const auto& [name, t] : tensors) {
-    auto* p = check->named_parameters().find(name);
-    WEFT_CHECK(p && p->sizes() == t.sizes(), a.from, ": tensor '", name, "' does not fit the model config");
-  }
-  const TokenizerFiles tok_files = tokenizer_spec.empty() ? TokenizerFiles{} : tokenizer_files(tokenizer_spec);
-  if (to_kind == "hf") {
-    save_hf_model(to_dir, model_cfg, tensors);
-    for (const auto& [name, path] : tok_files.paths)
-      if (fs::absolute(path) != fs::absolute(fs::path(to_dir) / name))
-        fs::copy_file(path, fs::path(to_dir) / name, fs::copy_options::overwrite_existing);
-  } else {  // hf -> ckpt
-    CheckpointData data;
-    data.model = std::move(tensors);
-    for (const auto& [name, path] : tok_files.paths) data.extra_files[name] = read_file(path);
-    if (!tok_files.paths.empty()) cfg.data.tokenizer = tok_files.own_spec;  // the checkpoint's own files
-    data.config_yaml = to_yaml(cfg);
-    data.trainer_state = {{"step", 0}, {"consumed_samples", 0}, {"converted_from", a.from}};
-    save_checkpoint(to_dir, data);
-  }
-  std::printf("converted %s -> %s (%s, %lld parameters)\n", a.from.c_str(), a.to.c_str(),
-              model_cfg.family.c_str(), (long long)count_parameters(model_cfg));
+  if (!result.summary.empty()) std::printf("%s\n", result.summary.c_str());
   return 0;
 }
 
