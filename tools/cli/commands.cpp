@@ -2,46 +2,22 @@
 // (eval_loss=, parameters=) that scripts and tests read.
 #include "tools/cli/commands.h"
 
-#include <ATen/Parallel.h>
-
 #include <cmath>
-#include <csignal>
 #include <cstdio>
-#include <filesystem>
+#include <memory>
 
 #include "weft/config.h"
+#include "weft/convert.h"
 #include "weft/error.h"
-#include "core/fileio.h"
-#include "core/safetensors.h"
-#include "models/transformer.h"
-#include "parallel/device.h"
-#include "parallel/pipeline/schedule.h"
-#include "parallel/topology.h"
-#include "runtime/checkpoint/checkpoint.h"
-#include "runtime/data/gpt_dataset.h"
-#include "runtime/data/preprocess.h"
-#include "runtime/data/tokenizer.h"
-#include "runtime/elastic/watchdog.h"
-#include "runtime/generate.h"
-#include "runtime/hf_convert.h"
-#include "runtime/job.h"
-#include "runtime/perf.h"
-#include "runtime/relayout.h"
-#include "weft/trainer.h"
+#include "weft/inference.h"
+#include "weft/plan.h"
+#include "weft/preprocess.h"
+#include "weft/worker.h"
 #include "tools/cli/launcher.h"
 #include "tools/cli/worker.h"
 
-namespace fs = std::filesystem;
-
 namespace weft {
 namespace {
-
-Trainer* g_trainer = nullptr;  // for the signal handler only
-
-extern "C" void on_stop_signal(int sig) {
-  if (g_trainer) g_trainer->request_stop();
-  std::signal(sig, SIG_DFL);  // a second signal stops at once
-}
 
 Config job_config(const CliArgs& a) {
   WEFT_CHECK(!a.config.empty(), "--config FILE is required");
@@ -50,52 +26,9 @@ Config job_config(const CliArgs& a) {
   return cfg;
 }
 
-// A checkpoint's model, ready for inference; `overrides` apply to the saved config.
-struct LoadedModel {
-  Config cfg;
-  std::string dir;
-  Transformer model{nullptr};
-  at::Device device{at::kCPU};
-};
-
-LoadedModel load_model(const CliArgs& a) {
+std::unique_ptr<CheckpointModel> load_model(const CliArgs& a) {
   WEFT_CHECK(!a.checkpoint.empty(), "--checkpoint DIR is required");
-  LoadedModel m;
-  m.dir = resolve_checkpoint_dir(a.checkpoint);
-  m.cfg = checkpoint_config(m.dir);
-  for (const auto& o : a.overrides) apply_override(m.cfg, o);
-  m.cfg.validate();
-  m.device = select_device(m.cfg.device);
-  if (m.cfg.train.threads > 0) at::set_num_threads(int(m.cfg.train.threads));
-  m.model = load_checkpoint_model(m.cfg, m.dir);  // a LoRA checkpoint: its base and adapters
-  m.model->to(m.device);
-  m.model->eval();
-  return m;
-}
-
-std::pair<std::string, std::string> split_spec(const std::string& spec, const char* flag) {
-  const auto colon = spec.find(':');
-  WEFT_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < spec.size(), flag, " '", spec,
-             "': expected hf:DIR or ckpt:DIR");
-  const auto kind = spec.substr(0, colon);
-  WEFT_CHECK(kind == "hf" || kind == "ckpt", flag, " '", spec, "': kind must be hf or ckpt");
-  return {kind, spec.substr(colon + 1)};
-}
-
-// The first evaluated micro-batch's input_ids (B, T) int64 and logits (B, T, vocab_size) fp32,
-// as a safetensors file: what parity tests compare with a reference implementation's logits.
-// Packed examples (data.packing) are computed apart and their positions (B, T) written too.
-void write_first_logits(TransformerImpl& model, const SampleSource& data, const Config& cfg, const at::Device& device,
-                        const std::string& path) {
-  at::NoGradGuard no_grad;
-  const auto [first, count] = eval_window(0, cfg.train.micro_batch_size, data.num_samples());
-  const auto mb = make_micro_batch(data, first, count, cfg.train.seq_len);
-  ComputeGuard compute(cfg.precision, device);
-  const auto positions = mb.positions.defined() ? mb.positions.to(device) : at::Tensor();
-  auto logits = model.forward(mb.input_ids.to(device), positions).to(at::kFloat).cpu();  // (B, T, V)
-  NamedTensors out = {{"input_ids", mb.input_ids.to(at::kLong).contiguous()}, {"logits", logits.contiguous()}};
-  if (mb.positions.defined()) out.emplace_back("positions", mb.positions.contiguous());
-  write_safetensors(path, out);
+  return CheckpointModel::load(a.checkpoint, a.overrides);
 }
 
 }  // namespace
@@ -103,192 +36,49 @@ void write_first_logits(TransformerImpl& model, const SampleSource& data, const 
 int cmd_train(const CliArgs& a) {
   Config cfg = job_config(a);
   if (a.nproc > 1) {
-    // Refuse an impossible layout, or CPU workers whose state cannot fit in this host's memory
-    // together, here, before any worker starts. (GPU workers check their own device.)
-    cfg.validate();
-    const ParallelDims dims = elastic_layout(a.nproc, cfg);  // ranks beyond it are spares
-    if (cfg.device == "cpu") {
-      std::vector<RankCoord> all;
-      for (int64_t r = 0; r < dims.world_size(); ++r) all.push_back(coord_of(dims, r));
-      check_memory_fits(cfg, dims, all, at::Device(at::kCPU));
-    }
     LaunchOptions launch;
+    launch.label = check_local_launch(cfg, a.nproc);
     launch.nproc = a.nproc;
     launch.args = strip_nproc_flag(a.argv);
-    launch.label = dims.world_size() == a.nproc ? dims.describe()
-                                                : str(dims.describe(), " + ", a.nproc - dims.world_size(), " spare(s)");
     return launch_local_workers(launch);
   }
-  const WorkerEnv env = worker_env_from_environment();
-  if (env.world_size > 1) return run_train_worker(cfg, env);
-  TrainerOptions topts;
-  topts.console = true;
-  Trainer trainer(cfg, topts);  // refuses a job too large for this machine before allocating it
-  g_trainer = &trainer;
-  std::signal(SIGINT, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
-  Watchdog watchdog(cfg.fault, nullptr, (std::filesystem::path(cfg.run.dir) / "metrics.jsonl").string());
-  trainer.run();
-  watchdog.stop(/*clean=*/true);
-  g_trainer = nullptr;
-  const auto st = trainer.status();
-  std::printf("%s\n", train_summary(st).c_str());
-  return 0;
+  return run_training_worker(cfg, cli_worker_options());
 }
 
 int cmd_eval(const CliArgs& a) {
   WEFT_CHECK(!a.data.empty(), "--data PREFIX is required (an indexed dataset: PREFIX.bin/.idx)");
   WEFT_CHECK(a.max_batches >= 0, "--max-batches must be >= 0 (0 = every window), got ", a.max_batches);
-  auto m = load_model(a);
-  m.cfg.data.prefix = a.data;
-  m.cfg.data.blend.clear();
-  auto data = open_dataset(m.cfg, DataSplit::kAll);
-  const double loss = evaluate(*m.model, *data, m.cfg.train.micro_batch_size, m.cfg.train.seq_len,
-                               a.max_batches, m.cfg.precision, m.device);
-  if (!a.logits_out.empty()) write_first_logits(*m.model, *data, m.cfg, m.device, a.logits_out);
-  std::printf("eval_loss=%.6f\n", loss);
+  auto model = load_model(a);
+  EvalOptions opts;
+  opts.max_batches = a.max_batches;
+  opts.logits_out = a.logits_out;
+  std::printf("eval_loss=%.6f\n", model->evaluate(a.data, opts).loss);
   return 0;
 }
 
 int cmd_plan(const CliArgs& a) {
-  Config cfg = job_config(a);
-  cfg.validate();
-  // The published count, and what memory holds with the vocabulary padded (sizes below use it).
-  const int64_t published = count_published_parameters(cfg.model), n = count_parameters(cfg.model);
-  const double gib = 1024.0 * 1024 * 1024;
-  // fp32 master weights + fp32 grads + two fp32 Adam moments.
-  std::printf("model: %s, %lld layers, hidden %lld, heads %lld/%lld kv, ffn %lld, "
-              "vocab %lld (padded to %lld)\n",
-              cfg.model.family.c_str(), (long long)cfg.model.num_layers, (long long)cfg.model.hidden_size,
-              (long long)cfg.model.num_heads, (long long)cfg.model.kv_heads(),
-              (long long)cfg.model.ffn_hidden_size, (long long)cfg.model.vocab_size,
-              (long long)cfg.model.padded_vocab_size());
-  std::printf("parameters=%lld\nparameters_padded=%lld\n", (long long)published, (long long)n);
-  std::printf("weights_gib=%.2f\ntraining_state_gib=%.2f\n", n * 4 / gib, n * 16 / gib);
-  std::printf("flops_per_token=%.4g\n", training_flops_per_token(cfg.model, cfg.train.seq_len));
-  // Per rank, for the layout of parallel.* on --nproc ranks (default tp × pp): what each holds,
-  // sized on the meta device. DP replicas hold the same parameters.
-  const int64_t world = a.nproc > 0 ? a.nproc : cfg.parallel.tp * cfg.parallel.pp;
-  const ParallelDims dims = validate_layout(world, cfg);
-  std::printf("layout: %s\n", dims.describe().c_str());
-  // TP ranks of a stage hold the same number of parameters (the plan splits evenly); tp rank 0
-  // stands for them.
-  int64_t most = 0;
-  for (int64_t pp = 0; pp < dims.pp; ++pp) {
-    const auto rank = rank_training_state(cfg, dims, RankCoord{0, 0, pp});
-    most = std::max(most, rank.parameters);
-    std::printf("rank_parameters pp=%lld (each of %lld tp ranks) layers=%s: %lld (%.2f GiB training state)\n",
-                (long long)pp, (long long)dims.tp, rank.layers.c_str(), (long long)rank.parameters,
-                rank.bytes / gib);
-  }
-  std::printf("max_rank_parameters=%lld\n", (long long)most);
-  if (dims.pp > 1) {
-    const int64_t micro = cfg.train.global_batch_size / (cfg.train.micro_batch_size * dims.dp);
-    const auto name = cfg.parallel.schedule.empty() ? default_schedule_name(dims.vpp) : cfg.parallel.schedule;
-    const auto schedule = build_schedule(name, dims.pp, dims.vpp, micro);
-    const auto in_flight = peak_in_flight(schedule);
-    std::printf("pipeline: %s, %lld micro-batches per step, ideal bubble %.1f%%, at most %lld "
-                "forward activations (micro-batch x chunk) held per rank\n",
-                name.c_str(), (long long)micro, 100 * ideal_bubble_fraction(dims.pp, dims.vpp, micro),
-                (long long)*std::max_element(in_flight.begin(), in_flight.end()));
-  }
+  const Config cfg = job_config(a);
+  // The model's lines first: they are printed even when the layout is then refused.
+  std::fputs(render_model_plan(plan_model(cfg)).c_str(), stdout);
+  std::fputs(render_layout_plan(plan_layout(cfg, a.nproc)).c_str(), stdout);
   return 0;
 }
 
-// ckpt -> ckpt: the checkpoint written again for the layout the --set parallel.* overrides give,
-// by that layout's ranks (--nproc N local processes, default the source's world size; or the
-// torchrun environment).
-int convert_layout(const CliArgs& a, const std::string& from, const std::string& to) {
-  const auto dir = resolve_checkpoint_dir(from);
-  // A new checkpoint root: writing into one that holds checkpoints (or anything else) would mix
-  // runs, or make `latest` skip newer steps.
-  std::error_code ec;
-  WEFT_CHECK(!fs::exists(to) || (fs::is_directory(to) && fs::is_empty(to, ec)), "convert: --to ckpt:", to,
-             " must be a new or empty directory (it is a file or already holds something); choose another");
-  Config cfg = checkpoint_config(dir);
-  for (const auto& o : a.overrides) apply_override(cfg, o);
-  auto job = [&](const ParallelContext* ctx) {
-    const auto o = relayout_checkpoint(cfg, ctx, dir, to);
-    if (!ctx || ctx->is_primary())
-      std::printf("converted %s -> %s (step %lld, %.1f MB)\n", dir.c_str(), o.dir.c_str(), (long long)o.step,
-                  o.bytes / 1e6);
-    return 0;
-  };
-  const WorkerEnv env = worker_env_from_environment();
-  if (env.world_size > 1) return run_worker(cfg, env, [&](const ParallelContext& ctx) { return job(&ctx); });
-  const CheckpointLayout saved = CheckpointReader(dir).layout();
-  const int64_t world = a.nproc > 0 ? a.nproc : saved.tp * saved.pp * saved.dp;
-  cfg.validate();
-  try {
-    validate_layout(world, cfg);
-  } catch (const Error& e) {
-    fail(str("convert to ", world, " ranks (", a.nproc > 0 ? "--nproc" : "the source checkpoint's world size",
-             "): ", e.what(), "; pass --nproc N for another world size"));
-  }
-  if (world == 1) return job(nullptr);
-  LaunchOptions launch;
-  launch.nproc = int(world);
-  launch.args = strip_nproc_flag(a.argv);
-  launch.label = "convert";
-  return launch_local_workers(launch);
-}
-
 int cmd_convert(const CliArgs& a) {
-  WEFT_CHECK(!a.from.empty() && !a.to.empty(), "--from and --to are both required");
-  auto [from_kind, from_dir] = split_spec(a.from, "--from");
-  auto [to_kind, to_dir] = split_spec(a.to, "--to");
-  WEFT_CHECK(a.lora_export.empty() || a.lora_export == "merged" || a.lora_export == "adapter",
-             "--lora-export must be merged or adapter, got '", a.lora_export, "'");
-  WEFT_CHECK(a.lora_export.empty() || (from_kind == "ckpt" && to_kind == "hf"),
-             "--lora-export applies to --from ckpt:DIR --to hf:DIR only");
-  if (from_kind == "ckpt" && to_kind == "ckpt") return convert_layout(a, from_dir, to_dir);
-  if (from_kind == "ckpt") {  // -> hf: the whole model (LoRA merged) or a peft adapter
-    export_hf(from_dir, to_dir, a.lora_export == "adapter", a.overrides);
-    if (a.lora_export == "adapter") {
-      std::printf("converted %s -> %s (peft LoRA adapter)\n", a.from.c_str(), a.to.c_str());
-    } else {
-      const auto model = checkpoint_config(resolve_checkpoint_dir(from_dir)).model;
-      std::printf("converted %s -> %s (%s, %lld parameters)\n", a.from.c_str(), a.to.c_str(), model.family.c_str(),
-                  (long long)count_parameters(model));
-    }
-    return 0;
+  ConvertOptions opts;
+  opts.overrides = a.overrides;
+  opts.lora_export = a.lora_export;
+  opts.nproc = a.nproc;
+  opts.console = true;
+  const ConvertResult result = convert(a.from, a.to, opts);
+  if (result.processes > 1) {  // ckpt -> ckpt on several local ranks, each running this command
+    LaunchOptions launch;
+    launch.nproc = int(result.processes);
+    launch.args = strip_nproc_flag(a.argv);
+    launch.label = "convert";
+    return launch_local_workers(launch);
   }
-  ModelConfig model_cfg;
-  Config cfg;
-  NamedTensors tensors;
-  std::string tokenizer_spec;  // the tokenizer whose files go with the result, if any
-  {  // hf -> hf or hf -> ckpt
-    auto hf = load_hf_model(from_dir);
-    model_cfg = hf.config;
-    tensors = std::move(hf.tensors);
-    cfg.model = model_cfg;
-    cfg.train.seq_len = std::min<int64_t>(cfg.train.seq_len, model_cfg.max_seq_len);
-    if (!hf.tokenizer.empty()) cfg.data.tokenizer = tokenizer_spec = hf.tokenizer;
-  }
-  for (const auto& o : a.overrides) apply_override(cfg, o);
-  // Validate names and shapes against the model Weft would build from this config.
-  Transformer check(model_cfg, at::TensorOptions().device(at::kMeta));
-  for (const auto& [name, t] : tensors) {
-    auto* p = check->named_parameters().find(name);
-    WEFT_CHECK(p && p->sizes() == t.sizes(), a.from, ": tensor '", name, "' does not fit the model config");
-  }
-  const TokenizerFiles tok_files = tokenizer_spec.empty() ? TokenizerFiles{} : tokenizer_files(tokenizer_spec);
-  if (to_kind == "hf") {
-    save_hf_model(to_dir, model_cfg, tensors);
-    for (const auto& [name, path] : tok_files.paths)
-      if (fs::absolute(path) != fs::absolute(fs::path(to_dir) / name))
-        fs::copy_file(path, fs::path(to_dir) / name, fs::copy_options::overwrite_existing);
-  } else {  // hf -> ckpt
-    CheckpointData data;
-    data.model = std::move(tensors);
-    for (const auto& [name, path] : tok_files.paths) data.extra_files[name] = read_file(path);
-    if (!tok_files.paths.empty()) cfg.data.tokenizer = tok_files.own_spec;  // the checkpoint's own files
-    data.config_yaml = to_yaml(cfg);
-    data.trainer_state = {{"step", 0}, {"consumed_samples", 0}, {"converted_from", a.from}};
-    save_checkpoint(to_dir, data);
-  }
-  std::printf("converted %s -> %s (%s, %lld parameters)\n", a.from.c_str(), a.to.c_str(),
-              model_cfg.family.c_str(), (long long)count_parameters(model_cfg));
+  if (!result.summary.empty()) std::printf("%s\n", result.summary.c_str());
   return 0;
 }
 
@@ -319,29 +109,20 @@ int cmd_generate(const CliArgs& a) {
              "(0 = greedy), got ", a.temperature);
   WEFT_CHECK(a.top_k >= 0, "--top-k must be >= 0 (0 = the whole vocabulary), got ", a.top_k);
   WEFT_CHECK(a.max_new_tokens > 0, "--max-new-tokens must be > 0, got ", a.max_new_tokens);
-  auto m = load_model(a);
-  std::string spec = a.tokenizer.empty() ? m.cfg.data.tokenizer : a.tokenizer;
-  spec = resolve_checkpoint_tokenizer(spec, m.dir);  // "gpt2:." / "hf:.": files stored in the checkpoint
-  auto tok = make_tokenizer(spec);
-  WEFT_CHECK(tok->vocab_size() <= m.cfg.model.vocab_size, "tokenizer '", spec, "' has ",
-             tok->vocab_size(), " tokens but the model only ", m.cfg.model.vocab_size,
-             "; pass the tokenizer the model was trained with (--tokenizer)");
-  GenerateOptions g;
+  auto model = load_model(a);
+  model->use_tokenizer(a.tokenizer);
+  GenerationOptions g;
   g.max_new_tokens = a.max_new_tokens;
   g.temperature = a.temperature;
   g.top_k = a.top_k;
   g.seed = static_cast<uint64_t>(a.seed);
-  g.stop_token = tok->eos_id();
-  g.vocab_limit = tok->vocab_size();  // the model's vocabulary may be padded past it
   // Text is bytes: written with their length, so a NUL byte (a valid token) is not an end.
   auto write = [](const std::string& bytes) {
     std::fwrite(bytes.data(), 1, bytes.size(), stdout);
     std::fflush(stdout);
   };
   write(a.prompt);
-  auto out = generate(*m.model, tok->encode(a.prompt), g, [&](int64_t t) {
-    if (t != g.stop_token) write(tok->decode({t}));
-  });
+  model->generate(a.prompt, g, write);
   write("\n");
   return 0;
 }

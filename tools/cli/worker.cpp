@@ -1,53 +1,38 @@
-// The worker side of `weft train` with WORLD_SIZE > 1: validates the layout, connects every group
-// and trains (data parallel so far; the Trainer refuses tp/pp > 1). WEFT_TEST_WORKER replaces
-// training with a scripted behaviour so tests/integration/test_launcher.py can exercise the real
-// launcher and rendezvous end to end.
+// Stop-signal handlers of a `weft train` worker process; the training itself is
+// weft::run_training_worker's.
 #include "tools/cli/worker.h"
 
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
-#include <ctime>
+#include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <functional>
-#include <memory>
-#include <thread>
-#include <vector>
-
-#include <glog/logging.h>
-
-#include "weft/error.h"
-#include "core/progress.h"
-#include "parallel/comm.h"
-#include "parallel/device.h"
-#include "parallel/topology.h"
-#include "runtime/elastic/watchdog.h"
-#include "runtime/job.h"
-#include "weft/trainer.h"
+#include <ctime>
 
 namespace weft {
 namespace {
 
-Trainer* g_worker_trainer = nullptr;  // for the signal handler only
+// The single process: the first signal asks for a stop; the default action kills on a second.
+extern "C" void stop_alone(int sig) {
+  request_worker_stop();
+  signal(sig, SIG_DFL);
+}
 
 std::atomic<int64_t> g_first_stop_ns{0};  // when the first stop signal came (lock-free: signal-safe)
 
-// The first signal finishes the step in flight (all ranks agree on it), checkpoints and exits. A
-// second one stops at once — unless it comes within 2 s of the first: then it is the launcher
-// forwarding a signal that reached the whole process group or cgroup too (scancel, systemctl).
-extern "C" void stop_worker(int sig) {
+// A rank: the first signal finishes the step in flight (all ranks agree on it), checkpoints and
+// exits. A second one stops at once — unless it comes within 2 s of the first: then it is the
+// launcher forwarding a signal that reached the whole process group or cgroup too (scancel,
+// systemctl).
+extern "C" void stop_rank(int sig) {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   const int64_t now = int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
   const int64_t first = g_first_stop_ns.load();
   if (first == 0) {
     g_first_stop_ns.store(now);
-    if (g_worker_trainer) g_worker_trainer->request_stop();
+    request_worker_stop();
     return;
   }
   if (now - first < 2000000000) return;
@@ -55,9 +40,9 @@ extern "C" void stop_worker(int sig) {
   raise(sig);
 }
 
-std::atomic<bool> g_spare_stop{false};  // a spare got SIGINT/SIGTERM
-
-extern "C" void stop_spare(int) { g_spare_stop.store(true); }
+// A spare leaves cleanly on any signal: dying of it would make the launcher report a failed job
+// while the training ranks finish their step and save.
+extern "C" void stop_spare(int) { request_worker_stop(); }
 
 extern "C" void announce_and_die(int sig) {
   char msg[64];
@@ -67,163 +52,25 @@ extern "C" void announce_and_die(int sig) {
   raise(sig);
 }
 
-// Test-only behaviours, chosen by WEFT_TEST_WORKER:
-//   allreduce   all-reduce the rank over the world; rank 0 (the primary) prints the sum
-//   sleep       print "ready", then wait for a signal (printing it when it comes)
-//   exit:R:C    like sleep, but rank R exits with code C once every rank is ready
-int run_test_worker(const ParallelContext& ctx, const std::string& spec) {
-  const int rank = static_cast<int>(ctx.rank());
-  if (spec == "allreduce") {
-    at::Tensor t = at::full({1}, double(rank + 1));
-    all_reduce(ctx.world(), t);
-    std::printf("rank %d of %lld in %s: all_reduce ok\n", rank, (long long)ctx.world_size(),
-                ctx.dims().describe().c_str());
-    if (ctx.is_primary()) std::printf("sum=%g\n", t.item<double>());
-    barrier(ctx.world());  // nobody tears its connections down while a peer still uses them
-    return 0;
-  }
-  int exit_rank = -1, exit_code = 0;
-  if (spec.rfind("exit:", 0) == 0)
-    WEFT_CHECK(std::sscanf(spec.c_str(), "exit:%d:%d", &exit_rank, &exit_code) == 2,
-               "WEFT_TEST_WORKER='", spec, "': expected exit:RANK:CODE");
-  else
-    WEFT_CHECK(spec == "sleep", "WEFT_TEST_WORKER='", spec,
-               "': expected allreduce, sleep or exit:R:C");
-  signal(SIGTERM, announce_and_die);
-  signal(SIGINT, announce_and_die);
-  std::printf("worker pid %d ready\n", getpid());
-  barrier(ctx.world());
-  if (rank == exit_rank) {
-    std::printf("exiting with code %d\n", exit_code);
-    std::fflush(stdout);
-    std::_Exit(exit_code);
-  }
-  for (;;) pause();
-}
-
-// A rank beyond the layout (elastic_layout): joins the store so that rendezvous completes, then
-// waits for rank 0 to say the job is over. Leaving the spare idle (rather than exiting) keeps the
-// job's size what the launcher started, so torchrun treats it as one group; it restarts every
-// process, spares included, on the next membership change.
-int run_spare(const WorkerEnv& env, const ParallelDims& dims, std::chrono::milliseconds timeout) {
-  std::printf("rank %lld is a spare: WORLD_SIZE=%lld, training on the first %lld ranks as %s; waiting for "
-              "the job to end\n",
-              (long long)env.rank, (long long)env.world_size, (long long)dims.world_size(), dims.describe().c_str());
-  LOG(WARNING) << "rank " << env.rank << " is a spare (" << env.world_size << " processes, layout " << dims.describe() << ")";
-  StoreClient store(env, "spares/", timeout, /*member=*/true);
-  // SIGINT/SIGTERM (Ctrl-C forwarded by the launcher, or torchrun stopping its workers): a spare has
-  // nothing to finish or save, so it leaves cleanly at once; dying of the signal would make the
-  // launcher report a failed job while the training ranks finish their step and save.
-  signal(SIGTERM, stop_spare);
-  signal(SIGINT, stop_spare);
-  for (int tick = 0; !g_spare_stop.load(); ++tick) {
-    // The store going away (rank 0 died) throws: the job failed, and so does this process.
-    if (tick % 5 == 0 && store.add(str("done_", env.world_size), 0) > 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  if (g_spare_stop.load()) LOG(WARNING) << "rank " << env.rank << " (a spare) got a stop signal; exiting";
-  try {
-    store.add(str("acked_", env.world_size), 1);  // rank 0 need not wait for it at the end
-  } catch (const std::exception&) {
-    // A stopped job's store may be gone already; there is nobody left to tell.
-  }
-  return 0;
-}
-
-// Rank 0, at the end of a job with spares: releases them, and serves the store until they saw it.
-void release_spares(const ParallelContext& ctx, std::chrono::milliseconds timeout) {
-  const WorkerEnv& env = ctx.env();
-  const int64_t spares = env.world_size - ctx.world_size();
-  if (spares <= 0 || env.rank != 0) return;
-  StoreClient store(env, ctx.store_root() + "/spares/", timeout);
-  store.add(str("done_", env.world_size), 1);
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (store.add(str("acked_", env.world_size), 0) < spares && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+void install(void (*handler)(int)) {
+  signal(SIGTERM, handler);
+  signal(SIGINT, handler);
 }
 
 }  // namespace
 
-int run_worker(const Config& cfg, const WorkerEnv& env, const std::function<int(const ParallelContext&)>& job) {
-  // Lines reach the launcher (a pipe) as they are written, not when a 4 KiB buffer fills.
-  setvbuf(stdout, nullptr, _IOLBF, 0);
-  cfg.validate();
-  // tp and pp from the config, dp from the processes there are (ranks beyond are spares).
-  const ParallelDims dims = elastic_layout(env.world_size, cfg);
-  const auto timeout = std::chrono::milliseconds(cfg.parallel.timeout_sec * 1000);
-  if (env.rank >= dims.world_size()) return run_spare(env, dims, timeout);
-  if (env.is_primary() && dims.world_size() < env.world_size)
-    LOG(WARNING) << "training on " << dims.world_size() << " of " << env.world_size << " processes as "
-                 << dims.describe() << "; ranks " << dims.world_size() << ".." << env.world_size - 1
-                 << " wait as spares (a usable layout needs a multiple of tp × pp whose dp divides "
-                 << "train.global_batch_size / train.micro_batch_size)";
-  const at::Device device = select_device(cfg.device, static_cast<int>(env.local_rank));
-  // Before rendezvous, so every rank checks before any allocates. CPU ranks on one host share its
-  // memory: the local ranks are RANK - LOCAL_RANK ... (torchrun's contract).
-  std::vector<RankCoord> sharing = {coord_of(dims, env.rank)};
-  if (device.is_cpu())
-    for (int64_t r = env.rank - env.local_rank; r < env.rank - env.local_rank + env.local_world_size; ++r)
-      if (r != env.rank && r >= 0 && r < dims.world_size()) sharing.push_back(coord_of(dims, r));
-  check_memory_fits(cfg, dims, sharing, device);
-  ParallelContextOptions opts;
-  opts.timeout = timeout;
-  opts.backend = collective_backend(device);
-  std::unique_ptr<ParallelContext> ctx;
-  {
-    ProgressScope scope(OpKind::kStartup, "rendezvous and process groups");
-    ctx = std::make_unique<ParallelContext>(env, dims, opts);
-  }
-  if (const char* spec = std::getenv("WEFT_TEST_WORKER"); spec && *spec)
-    return run_test_worker(*ctx, spec);
-  Watchdog watchdog(cfg.fault, ctx.get(), (std::filesystem::path(cfg.run.dir) / "metrics.jsonl").string());
-  const int rc = job(*ctx);
-  barrier(ctx->world());  // nobody tears its connections down while a peer still uses them
-  watchdog.stop(/*clean=*/true);
-  release_spares(*ctx, timeout);
-  return rc;
-}
-
-std::string train_summary(const TrainerStatus& st) {
-  if (st.steps_run == 0 && st.finished)
-    return str("train: finished at step ", st.step, ": the checkpoint it resumed from is already at train.steps (",
-               st.total_steps, "); raise train.steps to train on");
-  char loss[32];
-  std::snprintf(loss, sizeof(loss), "%.4f", st.last_loss);
-  return str("train: ", st.finished ? "finished" : "stopped", " at step ", st.step, ", final loss ", loss);
-}
-
-int run_train_worker(const Config& cfg, const WorkerEnv& env) {
-  bool stopped_by_peer = false;
-  const int rc = run_worker(cfg, env, [&](const ParallelContext& ctx) {
-    TrainerOptions topts;
-    topts.parallel = &ctx;
-    topts.console = true;
-    Trainer trainer(cfg, topts);
-    g_worker_trainer = &trainer;
-    signal(SIGTERM, stop_worker);
-    signal(SIGINT, stop_worker);
-    trainer.run();
-    g_worker_trainer = nullptr;
-    const auto st = trainer.status();
-    if (ctx.is_primary())
-      std::printf("%s\n", train_summary(st).c_str());
-    stopped_by_peer = !st.finished && g_first_stop_ns.load() == 0;
-    return 0;
-  });
-  // Stopped, unfinished, because another rank was asked to stop (ranks agree on stopping). Under
-  // torchrun that is usually its agent restarting the job for a membership change, which stops
-  // this node's workers too a moment later; exiting 0 first would tell this node's agent that the
-  // job succeeded, and it would leave the job. So wait for that stop; if none comes (the other
-  // node was preempted or lost), exit non-zero so that this agent restarts the job too.
-  if (rc != 0 || !stopped_by_peer || !std::getenv("TORCHELASTIC_RUN_ID")) return rc;
-  constexpr int kWaitS = 10;
-  LOG(WARNING) << "rank " << env.rank << ": stopped because another rank was asked to stop; waiting up to " << kWaitS
-               << " s for this node's agent to stop this worker too";
-  for (int i = 0; i < kWaitS * 10 && g_first_stop_ns.load() == 0; ++i) usleep(100000);
-  if (g_first_stop_ns.load() != 0) return 0;
-  LOG(WARNING) << "rank " << env.rank << ": no stop came from this node's agent; exiting with code " << kFaultExitCode
-               << " so that it restarts the job";
-  return kFaultExitCode;
+WorkerOptions cli_worker_options() {
+  WorkerOptions opts;
+  opts.console = true;
+  opts.on_role = [](WorkerRole role) {
+    switch (role) {
+      case WorkerRole::kAlone: return install(stop_alone);
+      case WorkerRole::kRank: return install(stop_rank);
+      case WorkerRole::kSpare: return install(stop_spare);
+      case WorkerRole::kTest: return install(announce_and_die);
+    }
+  };
+  return opts;
 }
 
 }  // namespace weft

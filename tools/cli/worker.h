@@ -1,25 +1,17 @@
-// One rank of a multi-process `weft train`, started by `--nproc N` or by torchrun/Slurm with the
-// torchrun environment. Validates the layout, builds the ParallelContext, then trains.
+// The `weft` binary's side of a worker process: its SIGINT/SIGTERM handlers, which the library
+// leaves to the host (weft/worker.h).
 #pragma once
 
-#include <functional>
-
-#include "weft/config.h"
-#include "parallel/comm.h"
-#include "weft/trainer.h"
+#include "weft/worker.h"
 
 namespace weft {
 
-// One rank of any multi-process job: validates the layout and memory, connects every group, runs
-// `job`, then waits at a barrier so no peer loses its connections mid-operation. Returns the exit
-// code. Throws weft::Error (naming the rank) for an impossible layout, a failed rendezvous or a
-// failed collective.
-int run_worker(const Config& cfg, const WorkerEnv& env, const std::function<int(const ParallelContext&)>& job);
-// run_worker with training as the job.
-int run_train_worker(const Config& cfg, const WorkerEnv& env);
-
-// The line `weft train` ends with: "train: finished at step N, final loss L" (or "stopped"), or,
-// when the run trained no step, that the checkpoint was already at train.steps.
-std::string train_summary(const TrainerStatus& st);
+// WorkerOptions with the console on, whose on_role installs the handlers `weft train` documents for that role:
+//   kAlone  the first signal finishes the step, checkpoints and exits; a second stops at once.
+//   kRank   the same, except that a second signal within 2 s of the first is ignored (the
+//           launcher forwarding a signal that reached the whole process group or cgroup too).
+//   kSpare  any signal: leave at once, cleanly (a spare has nothing to save).
+//   kTest   print "worker pid P got signal S" and die of it (test_launcher.py).
+WorkerOptions cli_worker_options();
 
 }  // namespace weft
