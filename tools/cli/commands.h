@@ -37,13 +37,4 @@ int cmd_preprocess(const CliArgs& args);
 int cmd_generate(const CliArgs& args);
 int cmd_finetune(const CliArgs& args);
 
-// Fine-tuning records (JSONL, `format` chat | prompt-completion | text) -> PREFIX.{bin,idx} and
-// PREFIX.loss_mask.{bin,idx}, one example per document (see runtime/data/sft.h). Chat reads the
-// template and bos/eos strings from `model_dir`. Bad records are printed one per line ("weft
-// COMMAND: error: FILE:LINE: what") and then fail the call, or with skip_bad are skipped and
-// counted. Returns the examples written; throws weft::Error.
-int64_t write_sft_data(const std::string& command, const std::string& input, const std::string& prefix,
-                       const std::string& format, const std::string& tokenizer_spec, const std::string& model_dir,
-                       int64_t max_tokens, bool skip_bad);
-
 }  // namespace weft

@@ -25,6 +25,9 @@ struct FinetuneOptions {
   bool skip_bad = false;               // skip (and count) bad records instead of failing
   std::string config;                  // a YAML config under the options ("": the defaults)
   std::vector<std::string> overrides;  // key=value, applied last (as --set)
+  // Print what `weft finetune` prints (conversion, examples, progress, export) on stdout and bad
+  // records on stderr; off: they go to the log (weft/log.h).
+  bool console = false;
   // Fine-tuning defaults under `config` and `overrides`: run.dir runs/finetune, data.packing
   // packed, data.split 100,0, no evaluation, lr 2e-4 (LoRA) or 2e-5 (full), no weight decay or
   // warm-up, train.steps one epoch, train.seq_len at most the model's max_seq_len.
@@ -53,6 +56,8 @@ class FinetuneJob {
   // run.dir/finetune.yaml` on several ranks); returns its directory.
   std::string export_model();
 
+  // The step of the newest complete checkpoint in run.dir, -1 when there is none. After prepare().
+  int64_t checkpoint_step() const;
   void request_stop();
   // The training's status; state kCreated until training starts.
   TrainerStatus status() const;

@@ -34,4 +34,14 @@ struct PreprocessStats {
 // the tokenizer/output errors of make_tokenizer and IndexedDatasetWriter. Not thread-safe.
 PreprocessStats run_preprocess(const PreprocessOptions& options);
 
+// Fine-tuning records (JSONL, `format` chat | prompt-completion | text) -> PREFIX.{bin,idx} and
+// PREFIX.loss_mask.{bin,idx}, one example per document (see runtime/data/sft.h). Chat reads the
+// template and bos/eos strings from `model_dir`. Bad records ("FILE:LINE: what") fail the call,
+// or with skip_bad are skipped and counted. `console`: print each bad record ("weft COMMAND:
+// error: ..." / "weft COMMAND: skipped ...") on stderr and the summary on stdout, as the CLI
+// does; otherwise they go to the log. Returns the examples written; throws weft::Error.
+int64_t write_sft_data(const std::string& command, const std::string& input, const std::string& prefix,
+                       const std::string& format, const std::string& tokenizer_spec, const std::string& model_dir,
+                       int64_t max_tokens, bool skip_bad, bool console = true);
+
 }  // namespace weft
