@@ -339,6 +339,19 @@ def test_sigterm(svc, state):
           f"(rc {rc}, {record['state']}, {record['last_checkpoint']!r})")
 
 
+def test_startup_errors(root, state):
+    env = {k: v for k, v in os.environ.items() if k != "WEFT_SERVICE_TOKEN"}
+    for what, args, extra_env, needle in [
+            ("no token", ["--root", root, "--state", state], {}, "WEFT_SERVICE_TOKEN"),
+            ("a root that is not a directory", ["--root", os.path.join(root, "nope"), "--state", state],
+             {"WEFT_SERVICE_TOKEN": TOKEN}, "--root"),
+            ("an unknown flag", ["--root", root, "--state", state, "--prot", "1"], {"WEFT_SERVICE_TOKEN": TOKEN}, "--prot")]:
+        p = subprocess.run([SERVICE, *args], capture_output=True, text=True, env=dict(env, **extra_env), timeout=HANG)
+        lines = p.stderr.strip().splitlines()
+        check(p.returncode not in (0, -6, -11) and len(lines) == 1 and needle in p.stderr and p.stdout == "",
+              f"{what}: the service refuses to start with one line naming {needle} (exit {p.returncode}: {p.stderr.strip()!r})")
+
+
 def main():
     check(os.path.exists(SERVICE), f"{SERVICE} is built (cmake --build build --target weft_service; needs libcpp-httplib-dev)")
     work = tmpdir("service")
@@ -355,6 +368,7 @@ def main():
          "--set", "run.dir=" + os.path.join(work, "ref"), "--set", f"train.steps={REF_STEPS}", "--set", f"optim.decay_steps={DECAY}")
     ref = step_losses(os.path.join(work, "ref"))
 
+    test_startup_errors(root, state)
     log_path = os.path.join(work, "service.log")
     svc = Service(root, state, log_path)
     test_auth(svc)
