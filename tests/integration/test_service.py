@@ -7,6 +7,7 @@ configs end `failed` with the one-line error while the server keeps answering; S
 a restart list the earlier jobs and resume the interrupted one from its checkpoint, with the same
 losses; 2,000 requests (1,500 status polls from 32 clients while a job trains, 500 hostile ones)
 are all answered and leave the job's losses unchanged; SIGTERM stops it with exit 0."""
+import atexit
 import http.client
 import json
 import os
@@ -32,6 +33,19 @@ DECAY = 100000       # optim.decay_steps shared by every job, so a job's first s
 HANG = 300           # hang guard (seconds) for anything that waits; never a timing assertion
 
 
+LIVE = []  # services still running; killed at exit so a failing check leaves none behind
+
+
+def _kill_live():
+    for p in LIVE:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+atexit.register(_kill_live)
+
+
 class Service:
     """A weft_service process; stderr goes to a log file, stdout must hold only the port."""
 
@@ -40,6 +54,7 @@ class Service:
         self.p = subprocess.Popen([SERVICE, "--root", root, "--state", state, "--port", "0", "--max-jobs", "1"],
                                   stdout=subprocess.PIPE, stderr=self.log,
                                   env=dict(os.environ, WEFT_SERVICE_TOKEN=TOKEN))
+        LIVE.append(self.p)
         ready, _, _ = select.select([self.p.stdout], [], [], HANG)
         line = self.p.stdout.readline().decode() if ready else ""
         check(re.fullmatch(r"\d+\n", line) is not None, f"the service prints its bound port as one line ({line!r})")
