@@ -1,0 +1,18 @@
+// The service's log: one stream (stderr) for its own lines and the library's, each naming the job
+// whose thread wrote it. stdout is kept for the bound port alone.
+#pragma once
+
+#include <string>
+
+namespace service {
+
+// Writes "weft_service: [job ID] LEVEL message" to stderr. Thread-safe.
+void log(const std::string& level, const std::string& msg);
+// Names the job the calling thread runs ("" for none); log() and the library's records use it.
+void set_thread_job(const std::string& id);
+// Routes every Weft log record through log() (weft::set_log_sink). Call once, before any job.
+void install_log_sink();
+// The first line of `text`: what LibTorch errors (with their stack) are cut to for a job's error.
+std::string first_line(const std::string& text);
+
+}  // namespace service
