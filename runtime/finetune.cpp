@@ -360,6 +360,11 @@ std::string FinetuneJob::export_model() {
   return p.string();
 }
 
+bool FinetuneJob::exports() const {
+  WEFT_CHECK(s_->prepared, "FinetuneJob::exports() before prepare()");
+  return s_->exports;
+}
+
 int64_t FinetuneJob::checkpoint_step() const {
   WEFT_CHECK(s_->prepared, "FinetuneJob::checkpoint_step() before prepare()");
   return latest_step(s_->cfg.checkpoint_dir());

@@ -3,7 +3,6 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "parallel/comm.h"
 #include "tools/cli/commands.h"
 #include "weft/error.h"
 #include "weft/finetune.h"
@@ -32,7 +31,7 @@ int cmd_finetune(const CliArgs& a) {
   t.nproc = a.nproc;
   t.argv = {"train", "--config", config_path};
   const int rc = cmd_train(t);
-  if (rc != 0 || worker_env_from_environment().rank != 0) return rc;  // under torchrun, rank 0 exports
+  if (rc != 0 || !job.exports()) return rc;  // under torchrun, rank 0 exports
   const int64_t step = job.checkpoint_step();
   if (step < cfg.train.steps) {
     std::printf("finetune: stopped at step %lld of %lld; no export written. Re-run the same command to resume.\n",

@@ -56,6 +56,9 @@ class FinetuneJob {
   // run.dir/finetune.yaml` on several ranks); returns its directory.
   std::string export_model();
 
+  // Whether this process writes the export: true alone, and on rank 0 of a torchrun-style job
+  // whose every rank runs the job (the others only train). After prepare().
+  bool exports() const;
   // The step of the newest complete checkpoint in run.dir, -1 when there is none. After prepare().
   int64_t checkpoint_step() const;
   void request_stop();
