@@ -21,9 +21,7 @@ int main(int argc, char** argv) {
     weft::apply_override(cfg, "run.dir=runs/embedded");
     const int64_t stop_after = argc > 3 ? std::atoll(argv[3]) : cfg.train.steps;
 
-    weft::TrainerOptions opts;
-    opts.console = false;  // the service reports through its own channel
-    weft::Trainer trainer(cfg, opts);
+    weft::Trainer trainer(cfg);  // prints nothing itself: the service reports through on_step
     trainer.on_step([](const weft::StepMetrics& m) {
       std::printf("[service] step %lld loss %.4f (%.0f tokens/s)\n", (long long)m.step, m.loss, m.tokens_per_sec);
     });
