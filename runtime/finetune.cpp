@@ -251,8 +251,9 @@ const Config& FinetuneJob::prepare() {
   if (s.prepared) return s.cfg;
   const auto& o = s.o;
   try {
-    // Defaults a fine-tuning run wants, under the user's config and overrides.
-    Config cfg = o.config.empty() ? Config{} : load_config(o.config);
+    // Defaults a fine-tuning run wants, under the user's config and overrides: the config's keys
+    // are merged onto them (load_config only checks the file: readable, not empty).
+    Config cfg;
     cfg.run.dir = "runs/finetune";
     cfg.data.packing = "packed";
     cfg.data.split = "100,0";
@@ -260,6 +261,10 @@ const Config& FinetuneJob::prepare() {
     cfg.optim.lr = o.lora_rank > 0 ? 2e-4 : 2e-5;
     cfg.optim.weight_decay = 0.0;
     cfg.optim.warmup_steps = 0;
+    if (!o.config.empty()) {
+      load_config(o.config);
+      merge_config_yaml(cfg, read_file(o.config), o.config);
+    }
     if (o.lora_rank > 0) apply_override(cfg, str("lora.rank=", o.lora_rank));
     for (const auto& kv : o.overrides) apply_override(cfg, kv);
     WEFT_CHECK(o.lora_export == "merged" || cfg.lora.rank > 0, "--lora-export adapter needs LoRA: pass --lora-rank R");
