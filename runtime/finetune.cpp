@@ -321,16 +321,18 @@ const Config& FinetuneJob::prepare() {
 std::string FinetuneJob::run() {
   auto& s = *s_;
   prepare();
-  Trainer* trainer = nullptr;
+  // Built outside mu: the Trainer loads the model and its checkpoint (minutes for a large one),
+  // and status(), request_stop() and the on_* registrations must answer meanwhile.
+  TrainerOptions topts;
+  topts.console = s.o.console;
+  auto built = std::make_unique<Trainer>(s.cfg, topts);
+  Trainer* trainer = built.get();
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    TrainerOptions topts;
-    topts.console = s.o.console;
-    s.trainer = std::make_unique<Trainer>(s.cfg, topts);
-    trainer = s.trainer.get();
     for (auto& cb : s.step_cbs) trainer->on_step(cb);
     for (auto& cb : s.checkpoint_cbs) trainer->on_checkpoint(cb);
     if (s.stop) trainer->request_stop();
+    s.trainer = std::move(built);
   }
   trainer->run();
   if (latest_step(s.cfg.checkpoint_dir()) < s.cfg.train.steps) return "";

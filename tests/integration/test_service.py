@@ -69,9 +69,9 @@ class Service:
         check(re.fullmatch(r"\d+\n", line) is not None, f"the service prints its bound port as one line ({line!r})")
         self.port = int(line)
 
-    def request(self, method, path, body=None, token=TOKEN, headers=None):
+    def request(self, method, path, body=None, token=TOKEN, headers=None, timeout=HANG):
         """(status, parsed JSON or text) of one request on a fresh connection."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HANG)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         hdrs = dict(headers or {})
         if token is not None:
             hdrs["Authorization"] = "Bearer " + token
@@ -450,7 +450,36 @@ def test_finetune_restart(svc, root, state, log_path, ref_dir):
     run = run_dir(state, job["id"])
     before = max(step_losses(run))
     check(before < FT_STEPS, f"killed mid-finetune at step {before} of {FT_STEPS}")
+    # The resumed job's Trainer, while it loads its checkpoint, is held in the read of a FIFO put in
+    # place of the checkpoint's manifest (read once, there): the service must answer meanwhile.
+    ckpt = os.path.join(run, "checkpoints", open(os.path.join(run, "checkpoints", "latest")).read().strip())
+    held = os.path.join(ckpt, "manifest.json")
+    with open(held, "rb") as f:
+        content = f.read()
+    os.remove(held)
+    os.mkfifo(held)
     svc = Service(root, state, log_path)
+    fd, deadline = None, time.monotonic() + HANG
+    while fd is None and time.monotonic() < deadline:
+        try:
+            fd = os.open(held, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until the job opens it to read
+        except OSError:
+            time.sleep(0.05)
+    check(fd is not None, "the resumed finetune job reads its checkpoint")
+    try:
+        # A hang guard: the answer takes milliseconds unless the request waits for the job.
+        status, view = svc.request("GET", "/v1/jobs/" + job["id"], timeout=HANG / 5)
+        metrics = svc.request("GET", "/metrics", timeout=HANG / 5)[0]
+    except OSError as e:
+        status, view, metrics = None, repr(e), None
+    check(status == 200 and metrics == 200 and view["state"] == "running",
+          f"while a finetune job loads its checkpoint the service answers its status and /metrics ({status} {view})")
+    with open(held + ".tmp", "wb") as f:  # later readers find the file itself; this one gets it through the FIFO
+        f.write(content)
+    os.replace(held + ".tmp", held)
+    os.set_blocking(fd, True)
+    os.write(fd, content)
+    os.close(fd)
     view = svc.wait(job["id"], lambda v: v["state"] not in ("queued", "running"))
     resumes = [x for x in read_metrics(run) if x.get("event") == "resume" and "checkpoint" in x]
     check(view["state"] == "finished" and view["starts"] == 2 and len(resumes) == 1 and 2 <= resumes[0]["step"] <= before,
