@@ -6,7 +6,12 @@ the data root (.., absolute, through symlinks) -> 403; malformed, mistyped or ov
 configs end `failed` with the one-line error while the server keeps answering; SIGKILL mid-job and
 a restart list the earlier jobs and resume the interrupted one from its checkpoint, with the same
 losses; 2,000 requests (1,500 status polls from 32 clients while a job trains, 500 hostile ones)
-are all answered and leave the job's losses unchanged; SIGTERM stops it with exit 0."""
+are all answered and leave the job's losses unchanged; SIGTERM stops it with exit 0.
+Fine-tuning jobs (LoRA on a tiny random Llama made in the data root, as test_finetune.py makes it):
+one runs to `finished` with the losses and export (loaded in transformers) of `weft finetune` with
+the same options, bit for bit; one stopped by DELETE leaves a checkpoint and no export, and `weft
+finetune` re-run on its run.dir resumes and ends the same; one interrupted by SIGKILL resumes when
+the service restarts, the service answering while the job loads its checkpoint."""
 import atexit
 import http.client
 import json
