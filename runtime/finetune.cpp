@@ -251,8 +251,9 @@ const Config& FinetuneJob::prepare() {
   if (s.prepared) return s.cfg;
   const auto& o = s.o;
   try {
-    // Defaults a fine-tuning run wants, under the user's config and overrides.
-    Config cfg = o.config.empty() ? Config{} : load_config(o.config);
+    // Defaults a fine-tuning run wants, under the user's config and overrides: the config's keys
+    // are merged onto them (load_config only checks the file: readable, not empty).
+    Config cfg;
     cfg.run.dir = "runs/finetune";
     cfg.data.packing = "packed";
     cfg.data.split = "100,0";
@@ -260,6 +261,10 @@ const Config& FinetuneJob::prepare() {
     cfg.optim.lr = o.lora_rank > 0 ? 2e-4 : 2e-5;
     cfg.optim.weight_decay = 0.0;
     cfg.optim.warmup_steps = 0;
+    if (!o.config.empty()) {
+      load_config(o.config);
+      merge_config_yaml(cfg, read_file(o.config), o.config);
+    }
     if (o.lora_rank > 0) apply_override(cfg, str("lora.rank=", o.lora_rank));
     for (const auto& kv : o.overrides) apply_override(cfg, kv);
     WEFT_CHECK(o.lora_export == "merged" || cfg.lora.rank > 0, "--lora-export adapter needs LoRA: pass --lora-rank R");
@@ -316,16 +321,18 @@ const Config& FinetuneJob::prepare() {
 std::string FinetuneJob::run() {
   auto& s = *s_;
   prepare();
-  Trainer* trainer = nullptr;
+  // Built outside mu: the Trainer loads the model and its checkpoint (minutes for a large one),
+  // and status(), request_stop() and the on_* registrations must answer meanwhile.
+  TrainerOptions topts;
+  topts.console = s.o.console;
+  auto built = std::make_unique<Trainer>(s.cfg, topts);
+  Trainer* trainer = built.get();
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    TrainerOptions topts;
-    topts.console = s.o.console;
-    s.trainer = std::make_unique<Trainer>(s.cfg, topts);
-    trainer = s.trainer.get();
     for (auto& cb : s.step_cbs) trainer->on_step(cb);
     for (auto& cb : s.checkpoint_cbs) trainer->on_checkpoint(cb);
     if (s.stop) trainer->request_stop();
+    s.trainer = std::move(built);
   }
   trainer->run();
   if (latest_step(s.cfg.checkpoint_dir()) < s.cfg.train.steps) return "";

@@ -6,7 +6,12 @@ the data root (.., absolute, through symlinks) -> 403; malformed, mistyped or ov
 configs end `failed` with the one-line error while the server keeps answering; SIGKILL mid-job and
 a restart list the earlier jobs and resume the interrupted one from its checkpoint, with the same
 losses; 2,000 requests (1,500 status polls from 32 clients while a job trains, 500 hostile ones)
-are all answered and leave the job's losses unchanged; SIGTERM stops it with exit 0."""
+are all answered and leave the job's losses unchanged; SIGTERM stops it with exit 0.
+Fine-tuning jobs (LoRA on a tiny random Llama made in the data root, as test_finetune.py makes it):
+one runs to `finished` with the losses and export (loaded in transformers) of `weft finetune` with
+the same options, bit for bit; one stopped by DELETE leaves a checkpoint and no export, and `weft
+finetune` re-run on its run.dir resumes and ends the same; one interrupted by SIGKILL resumes when
+the service restarts, the service answering while the job loads its checkpoint."""
 import atexit
 import http.client
 import json
@@ -26,10 +31,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "pyutil"))
 from weft_test import (BUILD, check, config, make_dataset, read_metrics, step_losses, tmpdir,  # noqa: E402
                        weft)
 
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_finetune import conversations, make_model, write_jsonl  # noqa: E402  (the same tiny Llama and chat data)
+
 SERVICE = os.path.join(BUILD, "weft_service")
 TOKEN = "s3rvice-t0ken-" + "x" * 20
 REF_STEPS = 24       # the reference run's steps; every compared job's first steps match it
 DECAY = 100000       # optim.decay_steps shared by every job, so a job's first steps do not depend on its length
+FT_STEPS = 16        # fine-tuning jobs' steps (LoRA rank 4 on the tiny Llama)
+FT_SETS = ["train.seq_len=96", "train.global_batch_size=4", "train.micro_batch_size=2", "run.tensorboard=false",
+           "run.peak_tflops=1", f"optim.decay_steps={DECAY}"]
+FT_LR = "optim.lr=1e-3"
 HANG = 300           # hang guard (seconds) for anything that waits; never a timing assertion
 
 
@@ -60,9 +74,9 @@ class Service:
         check(re.fullmatch(r"\d+\n", line) is not None, f"the service prints its bound port as one line ({line!r})")
         self.port = int(line)
 
-    def request(self, method, path, body=None, token=TOKEN, headers=None):
+    def request(self, method, path, body=None, token=TOKEN, headers=None, timeout=HANG):
         """(status, parsed JSON or text) of one request on a fresh connection."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HANG)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         hdrs = dict(headers or {})
         if token is not None:
             hdrs["Authorization"] = "Bearer " + token
@@ -353,6 +367,132 @@ def test_sigterm(svc, state):
           f"SIGTERM: exit 0, nothing more on stdout, the running job checkpointed and recorded interrupted "
           f"(rc {rc}, {record['state']}, {record['last_checkpoint']!r})")
 
+def cli_finetune(root, run, steps, sets=()):
+    """`weft finetune` on the data root's model and chat data (their real paths, as the service
+    resolves them, so that a re-run on a service job's run.dir finds its base and data unchanged)."""
+    args = ["finetune", "--model", "hf:" + os.path.realpath(os.path.join(root, "base_hf")),
+            "--data", os.path.realpath(os.path.join(root, "chat.jsonl")), "--lora-rank", "4", "--set", "run.dir=" + run]
+    for s in [*FT_SETS, f"train.steps={steps}", *sets]:
+        args += ["--set", s]
+    return weft(*args, timeout=HANG)
+
+
+def submit_finetune(svc, steps, overrides=(), **fields):
+    body = {"kind": "finetune", "model": "hf:base_hf", "data": "chat.jsonl", "lora_rank": 4,
+            "overrides": [*FT_SETS, f"train.steps={steps}", *overrides], **fields}
+    status, view = svc.request("POST", "/v1/jobs", body)
+    check(status == 201 and view["kind"] == "finetune", f"POST a finetune job {overrides} -> 201 ({status} {view})")
+    return view
+
+
+def same_export(out, ref_out, what):
+    """The export loads in transformers and its tensors equal `weft finetune`'s export bit for bit."""
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(out)
+    files = sorted(f for f in os.listdir(out) if f.endswith(".safetensors"))
+    got = {k: v for f in files for k, v in load_file(os.path.join(out, f)).items()}
+    want = {k: v for f in sorted(os.listdir(ref_out)) if f.endswith(".safetensors")
+            for k, v in load_file(os.path.join(ref_out, f)).items()}
+    params = dict(model.named_parameters())
+    check(got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got) and
+          all(torch.equal(params[k], got[k]) for k in got if k in params),
+          f"{what}: the export in {out} loads in transformers and equals weft finetune's tensor for tensor ({files})")
+
+
+def test_finetune(svc, state, ref_dir):
+    """A finetune job runs to the end: status, metrics, losses and export as `weft finetune`'s."""
+    ref = step_losses(ref_dir)
+    job = submit_finetune(svc, FT_STEPS, [FT_LR])
+    view = svc.wait(job["id"], lambda v: v["state"] not in ("queued", "running"))
+    run = run_dir(state, job["id"])
+    out = os.path.join(run, "hf")
+    losses = step_losses(run)
+    check(view["state"] == "finished" and view["error"] == "" and view["step"] == view["total_steps"] == FT_STEPS and
+          view["loss"] == losses.get(FT_STEPS) and view["last_checkpoint"] and view.get("output") == os.path.realpath(out),
+          f"the finetune job's status: finished at step {FT_STEPS}, its last loss, a checkpoint, the export ({view})")
+    check(losses == ref, f"the finetune job's losses equal weft finetune's bit for bit ({losses} vs {ref})")
+    same_export(out, os.path.join(ref_dir, "hf"), "the finetune job")
+    text = svc.request("GET", "/metrics")[1]
+    jid = job["id"]
+    check(f'weft_job_info{{job="{jid}",kind="finetune",state="finished"}} 1' in text and
+          f'weft_job_step{{job="{jid}",kind="finetune"}} {FT_STEPS}' in text, "/metrics reports the finetune job")
+
+
+def test_finetune_stop(svc, root, state, ref_dir):
+    """DELETE mid-finetune leaves a checkpoint and no export; `weft finetune` re-run on the job's
+    run.dir resumes from it and ends with the reference's losses and export. The job's learning
+    rate comes from its inline config (a config's keys override the fine-tuning defaults)."""
+    job = submit_finetune(svc, 100000, config_yaml=f"optim:\n  lr: {FT_LR.split('=')[1]}\n")
+    svc.wait(job["id"], lambda v: v["step"] >= 2)
+    status, view = svc.request("DELETE", "/v1/jobs/" + job["id"])
+    check(status == 200 and view["state"] in ("stopping", "stopped"), f"DELETE on a running finetune job -> stopping ({view})")
+    view = svc.wait(job["id"], lambda v: v["state"] != "stopping")
+    run = run_dir(state, job["id"])
+    stopped = view["step"]
+    check(view["state"] == "stopped" and view["last_checkpoint"] and "output" not in view and
+          not os.path.exists(os.path.join(run, "hf")), f"the stopped finetune job has a checkpoint and no export ({view})")
+    check(stopped < FT_STEPS, f"stopped mid-run at step {stopped} of the reference's {FT_STEPS}")
+    ref = step_losses(ref_dir)
+    check(step_losses(run) == {s: ref[s] for s in range(1, stopped + 1)},
+          f"the stopped job's losses equal weft finetune's with {FT_LR} (its config's lr, not the default)")
+    cli_finetune(root, run, FT_STEPS, ["checkpoint.dir=" + os.path.join(run, "checkpoints"), FT_LR])
+    resumes = [x for x in read_metrics(run) if x.get("event") == "resume" and "checkpoint" in x]
+    check(len(resumes) == 1 and resumes[0]["step"] == stopped,
+          f"weft finetune on the stopped job's run.dir resumes from its checkpoint (resume records {resumes})")
+    check(step_losses(run) == ref, "the stopped and resumed finetune job's losses equal weft finetune's")
+    same_export(os.path.join(run, "hf"), os.path.join(ref_dir, "hf"), "the stopped and resumed finetune job")
+
+
+def test_finetune_restart(svc, root, state, log_path, ref_dir):
+    """The service killed mid-finetune and restarted resumes the job from its checkpoint."""
+    job = submit_finetune(svc, FT_STEPS, [FT_LR, "checkpoint.interval=2"])
+    svc.wait(job["id"], lambda v: v["state"] == "running" and v["last_checkpoint"] and v["step"] >= 3)
+    svc.p.kill()
+    svc.p.wait(timeout=HANG)
+    svc.log.close()
+    run = run_dir(state, job["id"])
+    before = max(step_losses(run))
+    check(before < FT_STEPS, f"killed mid-finetune at step {before} of {FT_STEPS}")
+    # The resumed job's Trainer, while it loads its checkpoint, is held in the read of a FIFO put in
+    # place of the checkpoint's manifest (read once, there): the service must answer meanwhile.
+    ckpt = os.path.join(run, "checkpoints", open(os.path.join(run, "checkpoints", "latest")).read().strip())
+    held = os.path.join(ckpt, "manifest.json")
+    with open(held, "rb") as f:
+        content = f.read()
+    os.remove(held)
+    os.mkfifo(held)
+    svc = Service(root, state, log_path)
+    fd, deadline = None, time.monotonic() + HANG
+    while fd is None and time.monotonic() < deadline:
+        try:
+            fd = os.open(held, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until the job opens it to read
+        except OSError:
+            time.sleep(0.05)
+    check(fd is not None, "the resumed finetune job reads its checkpoint")
+    try:
+        # A hang guard: the answer takes milliseconds unless the request waits for the job.
+        status, view = svc.request("GET", "/v1/jobs/" + job["id"], timeout=HANG / 5)
+        metrics = svc.request("GET", "/metrics", timeout=HANG / 5)[0]
+    except OSError as e:
+        status, view, metrics = None, repr(e), None
+    check(status == 200 and metrics == 200 and view["state"] == "running",
+          f"while a finetune job loads its checkpoint the service answers its status and /metrics ({status} {view})")
+    with open(held + ".tmp", "wb") as f:  # later readers find the file itself; this one gets it through the FIFO
+        f.write(content)
+    os.replace(held + ".tmp", held)
+    os.set_blocking(fd, True)
+    os.write(fd, content)
+    os.close(fd)
+    view = svc.wait(job["id"], lambda v: v["state"] not in ("queued", "running"))
+    resumes = [x for x in read_metrics(run) if x.get("event") == "resume" and "checkpoint" in x]
+    check(view["state"] == "finished" and view["starts"] == 2 and len(resumes) == 1 and 2 <= resumes[0]["step"] <= before,
+          f"the interrupted finetune job resumes from its checkpoint and finishes ({view['state']}, {resumes})")
+    check(step_losses(run) == step_losses(ref_dir), "the resumed finetune job's losses equal weft finetune's")
+    same_export(os.path.join(run, "hf"), os.path.join(ref_dir, "hf"), "the resumed finetune job")
+    return svc
+
 
 def test_startup_errors(root, state):
     env = {k: v for k, v in os.environ.items() if k != "WEFT_SERVICE_TOKEN"}
@@ -377,11 +517,15 @@ def main():
     for d in (root, outside):
         shutil.copy(config("llama-tiny.yaml"), os.path.join(d, "tiny.yaml"))
     make_dataset(outside, documents=10)
+    make_model(root)  # root/base_hf: a tiny random Llama with its tokenizer and chat template
+    write_jsonl(os.path.join(root, "chat.jsonl"), conversations(24, 2))
     os.symlink(os.path.join(outside, "tiny.yaml"), os.path.join(root, "link.yaml"))
     os.symlink(outside, os.path.join(root, "linkdir"))
     weft("train", "--config", os.path.join(root, "tiny.yaml"), "--set", "data.prefix=" + prefix,
          "--set", "run.dir=" + os.path.join(work, "ref"), "--set", f"train.steps={REF_STEPS}", "--set", f"optim.decay_steps={DECAY}")
     ref = step_losses(os.path.join(work, "ref"))
+    ft_ref = os.path.join(work, "ft_ref")
+    cli_finetune(root, ft_ref, FT_STEPS, [FT_LR])
 
     test_startup_errors(root, state)
     log_path = os.path.join(work, "service.log")
@@ -396,6 +540,9 @@ def main():
     earlier = {v["id"]: v["state"] for v in svc.request("GET", "/v1/jobs")[1]["jobs"]}
     check(earlier[done] == "finished", "the completed job is listed finished")
     svc = test_restart(svc, root, state, log_path, ref, earlier)
+    test_finetune(svc, state, ft_ref)
+    test_finetune_stop(svc, root, state, ft_ref)
+    svc = test_finetune_restart(svc, root, state, log_path, ft_ref)
     test_sigterm(svc, state)
     print("test_service: all passed")
 
