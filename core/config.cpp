@@ -433,10 +433,20 @@ void Config::validate() const {
              ") exceeds model.max_seq_len (", m.max_seq_len, ")");
   WEFT_CHECK(optim.decay == "cosine" || optim.decay == "linear" || optim.decay == "constant",
              "config: optim.decay must be cosine, linear or constant, got '", optim.decay, "'");
-  WEFT_CHECK(optim.lr >= 0 && optim.min_lr >= 0 && optim.min_lr <= optim.lr,
-             "config: need 0 <= optim.min_lr <= optim.lr");
-  WEFT_CHECK(optim.clip_grad >= 0, "config: optim.clip_grad must be >= 0");
+  // Values AdamW cannot train with (they make the first update non-finite or meaningless).
+  WEFT_CHECK(std::isfinite(optim.lr) && optim.lr >= 0 && optim.min_lr >= 0 && optim.min_lr <= optim.lr,
+             "config: need 0 <= optim.min_lr <= optim.lr, both finite (got ", optim.min_lr, ", ", optim.lr, ")");
+  WEFT_CHECK(std::isfinite(optim.clip_grad) && optim.clip_grad >= 0, "config: optim.clip_grad must be >= 0");
   WEFT_CHECK(optim.warmup_steps >= 0, "config: optim.warmup_steps must be >= 0");
+  WEFT_CHECK(optim.decay_steps >= 0, "config: optim.decay_steps must be >= 0 (0 = train.steps), got ", optim.decay_steps);
+  WEFT_CHECK(std::isfinite(optim.eps) && optim.eps > 0, "config: optim.eps must be > 0, got ", optim.eps);
+  WEFT_CHECK(optim.beta1 >= 0 && optim.beta1 < 1, "config: optim.beta1 must be in [0, 1), got ", optim.beta1);
+  WEFT_CHECK(optim.beta2 >= 0 && optim.beta2 < 1, "config: optim.beta2 must be in [0, 1), got ", optim.beta2);
+  WEFT_CHECK(std::isfinite(optim.weight_decay) && optim.weight_decay >= 0, "config: optim.weight_decay must be >= 0, got ",
+             optim.weight_decay);
+  check_positive(train.log_interval, "train.log_interval");
+  WEFT_CHECK(train.threads >= 0, "config: train.threads must be >= 0 (0 = LibTorch's default), got ", train.threads);
+  WEFT_CHECK(!run.dir.empty(), "config: run.dir must name a directory");
   WEFT_CHECK(precision == "fp32" || precision == "bf16", "config: precision must be fp32 or bf16, got '",
              precision, "'");
   WEFT_CHECK(device == "cpu" || device == "cuda", "config: device must be cpu or cuda, got '",

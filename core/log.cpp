@@ -20,7 +20,11 @@ class ForwardingSink : public google::LogSink {
                           : severity == google::GLOG_WARNING ? LogSeverity::kWarning
                                                              : LogSeverity::kInfo;
     if (s < min_) return;
-    sink_(s, base_filename ? base_filename : "", line, std::string(message, message_len));
+    try {
+      sink_(s, base_filename ? base_filename : "", line, std::string(message, message_len));
+    } catch (...) {
+      // A failing sink loses that record; it must not end the host's process from inside glog.
+    }
   }
 
  private:

@@ -320,21 +320,36 @@ const Config& FinetuneJob::prepare() {
 
 std::string FinetuneJob::run() {
   auto& s = *s_;
-  prepare();
-  // Built outside mu: the Trainer loads the model and its checkpoint (minutes for a large one),
-  // and status(), request_stop() and the on_* registrations must answer meanwhile.
-  TrainerOptions topts;
-  topts.console = s.o.console;
-  auto built = std::make_unique<Trainer>(s.cfg, topts);
-  Trainer* trainer = built.get();
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    for (auto& cb : s.step_cbs) trainer->on_step(cb);
-    for (auto& cb : s.checkpoint_cbs) trainer->on_checkpoint(cb);
-    if (s.stop) trainer->request_stop();
-    s.trainer = std::move(built);
+    s.trainer.reset();  // a previous run's: it holds run.dir
+    s.error.clear();
   }
-  trainer->run();
+  try {
+    prepare();
+    // Built outside mu: the Trainer loads the model and its checkpoint (minutes for a large one),
+    // and status(), request_stop() and the on_* registrations must answer meanwhile.
+    TrainerOptions topts;
+    topts.console = s.o.console;
+    auto built = std::make_unique<Trainer>(s.cfg, topts);
+    Trainer* trainer = built.get();
+    {
+      std::lock_guard<std::mutex> lock(s.mu);
+      for (auto& cb : s.step_cbs) trainer->on_step(cb);
+      for (auto& cb : s.checkpoint_cbs) trainer->on_checkpoint(cb);
+      if (s.stop) trainer->request_stop();
+      s.trainer = std::move(built);
+    }
+    trainer->run();
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.error = e.what();  // status() reports it (a Trainer that ran reports its own failure)
+    throw;
+  }
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    s.stop = false;  // the stop ended this run; running the job again resumes it
+  }
   if (latest_step(s.cfg.checkpoint_dir()) < s.cfg.train.steps) return "";
   return s.exports ? export_model() : "";
 }

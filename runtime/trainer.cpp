@@ -9,11 +9,14 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <glog/logging.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -44,6 +47,28 @@ namespace weft {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// An exclusive lock on RUN_DIR/.weft.lock for a job's life: a second job on the same run
+// directory (another process, or another Trainer of this one) would interleave its checkpoints
+// and metrics with this one's and lose both. Released when the process dies.
+class RunDirLock {
+ public:
+  explicit RunDirLock(const std::string& dir) {
+    const std::string path = (fs::path(dir) / ".weft.lock").string();
+    fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+    WEFT_CHECK(fd_ >= 0, "cannot open ", path, ": ", std::strerror(errno), "; point run.dir at a directory you can write");
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      fail(str("run.dir ", dir, " is in use by another training job; wait for it to end or use another run.dir"));
+    }
+  }
+  ~RunDirLock() { ::close(fd_); }
+  RunDirLock(const RunDirLock&) = delete;
+  RunDirLock& operator=(const RunDirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 double peak_rss_mb() {
@@ -85,6 +110,8 @@ struct Trainer::State {
   ParallelDims dims;
   RankCoord coord;
   bool primary = true;  // writes config, metrics, checkpoint metadata and the console
+  std::unique_ptr<RunDirLock> run_lock;  // the primary's, for the job's life
+  bool ran = false;                       // run() was called
   at::Generator rng;    // the job's CPU generator (LoRA dropout), saved with each checkpoint
   Clock::time_point run_start;
   at::Device device{at::kCPU};
@@ -155,6 +182,7 @@ Trainer::Trainer(Config cfg, TrainerOptions opts) : cfg_(std::move(cfg)), opts_(
     std::error_code ec;
     fs::create_directories(cfg_.run.dir, ec);
     WEFT_CHECK(!ec, "cannot create run.dir '", cfg_.run.dir, "': ", ec.message());
+    s.run_lock = std::make_unique<RunDirLock>(cfg_.run.dir);
     write_file_atomic((fs::path(cfg_.run.dir) / "config.yaml").string(), to_yaml(cfg_));
     LOG(INFO) << "resolved config:\n" << to_yaml(cfg_);
     // Refused now rather than at the first save, hours in.
@@ -249,6 +277,8 @@ void Trainer::run() {
   {
     std::lock_guard<std::mutex> lock(status_mu_);
     WEFT_CHECK(!status_.running, "Trainer::run() is already running");
+    WEFT_CHECK(!s_->ran, "Trainer::run() was already called; to resume the job, construct a new Trainer from its config");
+    s_->ran = true;
     status_.running = true, status_.failed = false, status_.error.clear();
     status_.state = TrainerState::kRunning;
     status_.steps_run = 0;
@@ -276,7 +306,9 @@ void Trainer::train_loop() {
   const auto& t = cfg_.train;
   const int64_t first_step = s.step;
   s.last_saved = s.step;
-  s.stopping = false;
+  // A stop requested before run() (one process) ends it before any step; ranks of a job agree on
+  // stopping after a step, so there it takes effect after the first.
+  s.stopping = stop_.load() && (!s.ctx || s.ctx->world_size() == 1);
   s.reporter->start(first_step);
   while (s.step < t.steps && !s.stopping) {
     notify(train_step());

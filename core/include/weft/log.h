@@ -11,7 +11,8 @@ enum class LogSeverity { kInfo, kWarning, kError };
 
 // `message` is one log record without the glog prefix (it may hold newlines, e.g. the resolved
 // config); `file`/`line` name its source. Called on the thread that logged, possibly several at
-// once: the sink must be thread-safe and must not log through Weft itself.
+// once: the sink must be thread-safe and must not log through Weft itself. An exception it
+// throws is swallowed (that record is lost).
 using LogSink = std::function<void(LogSeverity severity, const std::string& file, int line,
                                    const std::string& message)>;
 

@@ -81,6 +81,8 @@ struct TrainerOptions {
 // save, at the end of run(), or in the destructor); it calls no user code.
 // request_stop() and status() may be called from any thread, and on_step()/on_eval() too, even
 // while run() is running (a callback registered then is called from the next step on).
+// The constructor locks run.dir (RUN_DIR/.weft.lock, on the primary rank) for the Trainer's life:
+// a second job on the same run.dir, in this process or another, is refused with a weft::Error.
 // Errors: the constructor and run() throw weft::Error for bad config, data or checkpoints; when
 // run() throws, status() reports failed with the message.
 // Process-wide effects: the constructor sets LibTorch's intra-op thread count when
@@ -96,7 +98,9 @@ class Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   // Trains until train.steps or request_stop(); checkpoints on interval, on stop and at the end.
-  // Call it once, from any one thread (the host's choice).
+  // Call it once, from any one thread (the host's choice); a second call throws (resume with a
+  // new Trainer). A stop requested before run() returns after saving the current state, without
+  // training (one process; ranks of a job agree on it after their first step).
   void run();
   // Asks run() to finish the current step, checkpoint, and return. Async-signal-safe.
   void request_stop() { stop_.store(true); }

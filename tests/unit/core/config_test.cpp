@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <utility>
+#include <vector>
+
 #include "weft/error.h"
 
 namespace weft {
@@ -87,6 +90,27 @@ TEST(Config, ValidateRejectsImpossibleModels) {
   Config d;
   d.train.seq_len = d.model.max_seq_len + 1;
   EXPECT_NE(error_of([&] { d.validate(); }).find("train.seq_len"), std::string::npos);
+}
+
+// Values torch.optim.AdamW refuses ("Invalid learning rate / epsilon value / beta parameter /
+// weight_decay value"), refused here by the key's name before a job trains to NaN.
+TEST(Config, ValidateRejectsOptimizerValuesAdamWRefuses) {
+  for (const auto& [kv, key] : std::vector<std::pair<std::string, std::string>>{
+           {"optim.lr=.inf", "optim.lr"}, {"optim.lr=-1", "optim.lr"}, {"optim.eps=0", "optim.eps"},
+           {"optim.beta1=2", "optim.beta1"}, {"optim.beta2=-1", "optim.beta2"}, {"optim.beta2=1", "optim.beta2"},
+           {"optim.weight_decay=-5", "optim.weight_decay"}, {"optim.decay_steps=-3", "optim.decay_steps"},
+           {"train.log_interval=0", "train.log_interval"}, {"train.threads=-3", "train.threads"},
+           {"run.dir=''", "run.dir"}}) {
+    Config c;
+    apply_override(c, kv);
+    const std::string msg = error_of([&] { c.validate(); });
+    EXPECT_NE(msg.find(key), std::string::npos) << kv << ": " << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  Config ok;
+  apply_override(ok, "optim.beta1=0");
+  apply_override(ok, "optim.weight_decay=0");
+  ok.validate();  // the edges AdamW accepts
 }
 
 TEST(Config, MissingFileNamesPath) {

@@ -228,8 +228,9 @@ TEST(WorkerApi, StopRequestEndsTrainingWithACheckpointAndNoHandlerIsInstalled) {
   sigaction(SIGINT, nullptr, &after);
   EXPECT_EQ(after.sa_handler, before.sa_handler);
   EXPECT_EQ(roles, std::vector<WorkerRole>{WorkerRole::kAlone});
+  // Requested before training: no step is trained; the state is saved as it is.
   const auto step_dir = resolve_checkpoint_dir(c.checkpoint_dir());
-  EXPECT_EQ(fs::path(step_dir).filename().string(), "step_00000001");
+  EXPECT_EQ(fs::path(step_dir).filename().string(), "step_00000000");
   // A second run starts with no request pending: it trains on to train.steps.
   EXPECT_EQ(run_training_worker(c, quiet()), 0);
   EXPECT_EQ(fs::path(resolve_checkpoint_dir(c.checkpoint_dir())).filename().string(), "step_00000005");

@@ -193,6 +193,33 @@ TEST(Trainer, CallbackRegisteredWhileRunningIsCalledFromTheNextStep) {
   EXPECT_TRUE(t.status().finished);
 }
 
+// What a service relies on: a run.dir holds one job at a time; run() is once per Trainer; a stop
+// requested before run() trains nothing; status() says where the job is.
+TEST(Trainer, OneJobPerRunDirOneRunPerTrainerAndStopBeforeRun) {
+  Config c = tiny_job("lifecycle");
+  {
+    Trainer a(c, quiet());
+    EXPECT_EQ(a.status().state, TrainerState::kCreated);
+    const std::string busy = testing::error_of([&] { Trainer b(c, quiet()); });
+    EXPECT_NE(busy.find("run.dir " + c.run.dir + " is in use by another training job"), std::string::npos) << busy;
+    a.request_stop();
+    a.run();
+    EXPECT_EQ(a.status().step, 0);
+    EXPECT_EQ(a.status().state, TrainerState::kStopped);
+    EXPECT_STREQ(trainer_state_name(a.status().state), "stopped");
+    const std::string twice = testing::error_of([&] { a.run(); });
+    EXPECT_NE(twice.find("Trainer::run() was already called"), std::string::npos) << twice;
+  }
+  Trainer again(c, quiet());  // the lock went with the first Trainer
+  again.run();
+  const TrainerStatus st = again.status();
+  EXPECT_EQ(st.state, TrainerState::kFinished);
+  EXPECT_EQ(st.step, c.train.steps);
+  EXPECT_EQ(st.eta_sec, 0);
+  EXPECT_GT(st.tokens_per_sec, 0);
+  EXPECT_EQ(fs::path(st.last_checkpoint).filename().string(), "step_00000005");
+}
+
 TEST(Trainer, FrozenParametersStayBitIdenticalAndHoldNoOptimizerState) {
   Config c = tiny_job("freeze");
   c.train.freeze = {"layers.0.mlp.*", "embed.weight"};
