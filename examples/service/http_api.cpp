@@ -5,6 +5,7 @@
 #include <httplib.h>
 
 #include <functional>
+#include <iterator>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -25,7 +26,9 @@ void reply(httplib::Response& res, int status, const json& body) {
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n", "application/json");
 }
 
-void reply_error(httplib::Response& res, int status, const std::string& msg) { reply(res, status, {{"error", msg}}); }
+void reply_error(httplib::Response& res, int status, const std::string& msg) {
+  reply(res, status, {{"error", clip_error(msg)}});
+}
 
 // Runs a route body, turning what it throws into the matching error response.
 void guarded(httplib::Response& res, const std::function<void()>& body) {
@@ -39,9 +42,14 @@ void guarded(httplib::Response& res, const std::function<void()>& body) {
   }
 }
 
+// The token of the one "Authorization: Bearer ..." header, or "" when there is none, more than one
+// or another scheme. Read from req.headers, not get_header_value(): that returns a C string, so a
+// value would end at its first NUL and "TOKEN\0anything" would pass.
 std::string bearer_token(const httplib::Request& req) {
   static const std::string kScheme = "Bearer ";
-  const std::string auth = req.get_header_value("Authorization");
+  const auto range = req.headers.equal_range("Authorization");
+  if (range.first == range.second || std::next(range.first) != range.second) return "";
+  const std::string& auth = range.first->second;
   return auth.compare(0, kScheme.size(), kScheme) == 0 ? auth.substr(kScheme.size()) : "";
 }
 
@@ -78,8 +86,10 @@ void install_api(httplib::Server& server, JobManager& jobs, HttpStats& stats, co
     const std::string presented = bearer_token(req);
     if (!presented.empty() && token_equals(presented, token)) return httplib::Server::HandlerResponse::Unhandled;
     res.set_header("WWW-Authenticate", "Bearer");
-    reply_error(res, 401, req.has_header("Authorization") ? "wrong bearer token"
-                                                          : "missing bearer token: send 'Authorization: Bearer <token>'");
+    const size_t headers = req.headers.count("Authorization");
+    reply_error(res, 401, headers > 1    ? "more than one Authorization header; send one"
+                          : headers == 1 ? "wrong bearer token"
+                                         : "missing bearer token: send 'Authorization: Bearer <token>'");
     return httplib::Server::HandlerResponse::Handled;
   });
   // Responses httplib makes itself (400 bad request line, 404 no route, 413 too large) get a
@@ -96,8 +106,22 @@ void install_api(httplib::Server& server, JobManager& jobs, HttpStats& stats, co
   });
   server.set_logger([&stats](const httplib::Request&, const httplib::Response& res) { stats.count(res.status); });
 
-  server.Post("/v1/jobs", [&jobs](const httplib::Request& req, httplib::Response& res) {
-    guarded(res, [&] { reply(res, 201, jobs.submit(parse_job_request(req.body))); });
+  // A content reader, not req.body: httplib applies the payload limit to Content-Length bodies
+  // only, so a chunked body is counted here and refused once it passes the limit, unread beyond.
+  server.Post("/v1/jobs", [&jobs](const httplib::Request&, httplib::Response& res, const httplib::ContentReader& reader) {
+    std::string body;
+    bool too_large = false;
+    const bool read = reader([&](const char* data, size_t n) {
+      too_large = too_large || n > kMaxBodyBytes - body.size();
+      if (!too_large) body.append(data, n);
+      return !too_large;
+    });
+    if (too_large || (!read && res.status == 413)) {
+      res.set_header("Connection", "close");  // the rest of the body is never read
+      return reply_error(res, 413, "request body larger than " + std::to_string(kMaxBodyBytes) + " bytes");
+    }
+    if (!read) return reply_error(res, 400, "the request body could not be read (truncated or malformed chunks?)");
+    guarded(res, [&] { reply(res, 201, jobs.submit(parse_job_request(body))); });
   });
   server.Get("/v1/jobs", [&jobs](const httplib::Request&, httplib::Response& res) {
     guarded(res, [&] { reply(res, 200, jobs.list()); });

@@ -79,24 +79,45 @@ std::string prom_label(const std::string& v) {
   return out;
 }
 
+// A record that could not be written, with the errno that said why (ENOSPC: the disk is full).
+class WriteError : public std::runtime_error {
+ public:
+  WriteError(int err, const std::string& what) : std::runtime_error(what + ": " + std::strerror(err)), err_(err) {}
+  int err() const { return err_; }
+
+ private:
+  int err_;
+};
+
 void write_file_atomically(const fs::path& path, const std::string& text) {
   const fs::path tmp = path.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  WEFT_CHECK(fd >= 0, "cannot write ", tmp.string(), ": ", std::strerror(errno));
+  if (fd < 0) throw WriteError(errno, "cannot write " + tmp.string());
   size_t done = 0;
   while (done < text.size()) {
     const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
+      const int err = n < 0 ? errno : ENOSPC;  // a write of 0 bytes: no room
       ::close(fd);
-      WEFT_CHECK(false, "cannot write ", tmp.string(), ": ", std::strerror(errno));
+      throw WriteError(err, "cannot write " + tmp.string());
     }
     done += size_t(n);
   }
-  const bool synced = ::fsync(fd) == 0;
+  const int synced = ::fsync(fd) == 0 ? 0 : errno;
   ::close(fd);
-  WEFT_CHECK(synced, "cannot sync ", tmp.string(), ": ", std::strerror(errno));
-  fs::rename(tmp, path);
+  if (synced != 0) throw WriteError(synced, "cannot sync " + tmp.string());
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw WriteError(ec.value(), "cannot rename " + tmp.string());
+}
+
+// The HTTP status for a record that could not be written: 507 when storage ran out, else 500.
+int write_failure_status(const std::exception& e) {
+  int err = 0;
+  if (const auto* w = dynamic_cast<const WriteError*>(&e)) err = w->err();
+  if (const auto* f = dynamic_cast<const fs::filesystem_error*>(&e)) err = f->code().value();
+  return err == ENOSPC || err == EDQUOT || err == EFBIG ? 507 : 500;
 }
 
 }  // namespace
@@ -114,6 +135,10 @@ fs::path JobManager::job_dir(const std::string& id) const { return opts_.state_d
 void JobManager::load_records() {
   std::vector<std::string> requeue;
   for (const auto& entry : fs::directory_iterator(opts_.state_dir / "jobs")) {
+    // Every job directory, with a record or not, takes its id out of use (see submit()).
+    const std::string name = entry.path().filename().string();
+    if (name.size() > 1 && name[0] == 'j' && name.find_first_not_of("0123456789", 1) == std::string::npos)
+      next_id_ = std::max(next_id_, int64_t(std::atoll(name.c_str() + 1)) + 1);
     const fs::path rec = entry.path() / "job.json";
     if (!fs::is_regular_file(rec)) continue;
     auto job = std::make_shared<Job>();
@@ -162,8 +187,12 @@ json JobManager::submit(const JobRequest& req) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (shutting_down_) throw RequestError(503, "the service is shutting down; submit the job again later");
-    n = next_id_++;
-    id = format_id(n);
+    // Never an id whose directory exists (a record that was not written, files left by hand):
+    // its files would be taken for the new job's.
+    do {
+      n = next_id_++;
+      id = format_id(n);
+    } while (fs::exists(job_dir(id)));
   }
   auto job = std::make_shared<Job>();
   job->id = id;
@@ -182,7 +211,18 @@ json JobManager::submit(const JobRequest& req) {
     job->state = "failed";
     job->error = first_line(e.what());
   }
-  fs::create_directories(dir);
+  // The record is written before the job is known or queued: a job that cannot be recorded (disk
+  // full) is refused, not answered 201 and then lost on a restart.
+  try {
+    fs::create_directories(dir);
+    save_record(*job, /*must_write=*/true);
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    log("E", "job " + id + " refused: its record cannot be written: " + first_line(e.what()));
+    throw RequestError(write_failure_status(e), "the job could not be recorded (" + first_line(e.what()) +
+                                                    "); free space under --state and submit it again");
+  }
   json view;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -193,7 +233,6 @@ json JobManager::submit(const JobRequest& req) {
     cv_.notify_all();
   }
   log("I", "job " + id + " submitted (" + req.kind + ")" + (job->error.empty() ? "" : ": failed: " + job->error));
-  save_record(*job);
   return view;
 }
 
@@ -233,7 +272,7 @@ json JobManager::view_locked(const Job& job) const {
   return j;
 }
 
-void JobManager::save_record(Job& job) {
+void JobManager::save_record(Job& job, bool must_write) {
   json rec;
   uint64_t seq;
   {
@@ -250,6 +289,7 @@ void JobManager::save_record(Job& job) {
     write_file_atomically(job_dir(job.id) / "job.json", rec.dump(2, ' ', false, json::error_handler_t::replace) + "\n");
     job.written_seq = seq;
   } catch (const std::exception& e) {
+    if (must_write) throw;
     log("W", "job " + job.id + ": record not written: " + first_line(e.what()));
   }
 }

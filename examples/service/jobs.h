@@ -44,7 +44,8 @@ class JobManager {
   JobManager& operator=(const JobManager&) = delete;
 
   // Records and queues a job; returns its view (see view()). A config that fails to load yields a
-  // job in state "failed" (HTTP 201 all the same: the job exists, with its error).
+  // job in state "failed" (HTTP 201 all the same: the job exists, with its error). A record that
+  // cannot be written: RequestError 507 (storage full) or 500, and no job.
   nlohmann::json submit(const JobRequest& req);
   nlohmann::json list() const;  // {"jobs": [view, ...]} by id
   // {id, kind, state, step, total_steps, loss, tokens_per_sec, eta_sec, error, last_checkpoint,
@@ -67,8 +68,8 @@ class JobManager {
   nlohmann::json view_locked(const Job& job) const;
   void refresh_locked(Job& job) const;
   // Writes job.json atomically (temp file, fsync, rename); skips a snapshot older than one
-  // already written. Call without mu_ held.
-  void save_record(Job& job);
+  // already written. A failure is logged, or thrown when must_write. Call without mu_ held.
+  void save_record(Job& job, bool must_write = false);
   fs::path job_dir(const std::string& id) const;
 
   JobManagerOptions opts_;

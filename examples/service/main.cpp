@@ -2,7 +2,11 @@
 // fine-tuning jobs over a small JSON API, runs them on threads, and keeps their records on disk.
 //   WEFT_SERVICE_TOKEN=secret weft_service --root data/ --state state/ --port 8080
 // See README.md beside this file for the endpoints.
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -89,11 +93,22 @@ void start_signal_thread(const sigset_t& set, httplib::Server& server, const std
   }).detach();
 }
 
+// Holds an exclusive lock on STATE/.lock for the life of the process (the descriptor is never
+// closed), so a second service on the same records refuses to start instead of corrupting them.
+void lock_state_dir(const service::fs::path& state) {
+  const std::string path = (state / ".lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  WEFT_CHECK(fd >= 0, "cannot open ", path, ": ", std::strerror(errno));
+  WEFT_CHECK(::flock(fd, LOCK_EX | LOCK_NB) == 0, "--state ", state.string(), " is in use by another weft_service (",
+             path, " is locked); stop it or pick another --state");
+}
+
 int serve(const Flags& flags, const std::string& token, const sigset_t& signals) {
   service::install_log_sink();
   const service::PathPolicy paths(flags.root);
   const service::fs::path state = service::fs::absolute(flags.state);
   service::fs::create_directories(state);
+  lock_state_dir(state);
   // Relative paths anywhere (the library's included) now mean the same as the checks made.
   WEFT_CHECK(::chdir(paths.root().c_str()) == 0, "cannot enter --root ", paths.root().string(), ": ", std::strerror(errno));
   service::JobManager jobs({state, flags.max_jobs}, paths);
@@ -103,6 +118,12 @@ int serve(const Flags& flags, const std::string& token, const sigset_t& signals)
   // behind one another.
   server.new_task_queue = [] { return new httplib::ThreadPool(64); };
   service::HttpStats stats;
+  // SO_REUSEADDR alone: httplib's default adds SO_REUSEPORT, with which a second process binds a
+  // port already in use and the kernel splits the connections between the two.
+  server.set_socket_options([](int sock) {
+    const int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   service::install_api(server, jobs, stats, token);
   const int port = flags.port == 0 ? server.bind_to_any_port(flags.listen)
                                    : (server.bind_to_port(flags.listen, flags.port) ? flags.port : -1);
@@ -131,6 +152,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);  // a client that hangs up mid-response must not end the process
+  ::signal(SIGXFSZ, SIG_IGN);  // a file-size limit (ulimit -f) is then a write error (EFBIG) reported, not a kill
   try {
     const Flags flags = parse_flags(argc, argv);
     const char* token = std::getenv("WEFT_SERVICE_TOKEN");

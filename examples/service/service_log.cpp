@@ -28,9 +28,17 @@ void install_log_sink() {
   });
 }
 
+std::string clip_error(const std::string& text) {
+  if (text.size() <= kMaxErrorBytes) return text;
+  size_t end = kMaxErrorBytes;
+  // Back off continuation bytes (10xxxxxx) so a multi-byte character is not split.
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return text.substr(0, end) + "\u2026";
+}
+
 std::string first_line(const std::string& text) {
   const size_t nl = text.find('\n');
-  return nl == std::string::npos ? text : text.substr(0, nl);
+  return clip_error(nl == std::string::npos ? text : text.substr(0, nl));
 }
 
 }  // namespace service

@@ -63,10 +63,10 @@ atexit.register(_kill_live)
 class Service:
     """A weft_service process; stderr goes to a log file, stdout must hold only the port."""
 
-    def __init__(self, root, state, log_path):
+    def __init__(self, root, state, log_path, preexec_fn=None):
         self.log = open(log_path, "ab")
         self.p = subprocess.Popen([SERVICE, "--root", root, "--state", state, "--port", "0", "--max-jobs", "1"],
-                                  stdout=subprocess.PIPE, stderr=self.log,
+                                  stdout=subprocess.PIPE, stderr=self.log, preexec_fn=preexec_fn,
                                   env=dict(os.environ, WEFT_SERVICE_TOKEN=TOKEN))
         LIVE.append(self.p)
         ready, _, _ = select.select([self.p.stdout], [], [], HANG)
@@ -507,6 +507,58 @@ def test_startup_errors(root, state):
               f"{what}: the service refuses to start with one line naming {needle} (exit {p.returncode}: {p.stderr.strip()!r})")
 
 
+def test_hardening(svc, root, state, work):
+    """What a tester found (issue 11): each check failed on the service before its fix."""
+    auth = b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n%s\r\n"
+    # httplib refuses a raw NUL in a header (400) but decodes %00 into one: the value must not end there.
+    for what, value, want in [("a NUL", b"\x00anything", (" 400 ", " 401 ")), ("%00", b"%00anything", (" 401 ",))]:
+        status, _ = raw_request(svc.port, auth % (b"Authorization: Bearer " + TOKEN.encode() + value + b"\r\n"))
+        check(any(w in status for w in want), f"the token followed by {what} and more bytes -> refused ({status})")
+    twice = auth % (b"Authorization: Bearer %s\r\nAuthorization: Bearer wrong\r\n" % TOKEN.encode())
+    status, _ = raw_request(svc.port, twice)
+    check(" 401 " in status, f"two Authorization headers -> 401 ({status})")
+
+    # A chunked body past 1 MiB (4 MiB offered): 413, not read to its end nor handed to the parser.
+    chunk = b"#" * 65536
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(64)) + b"0\r\n\r\n"
+    status, reply = raw_request(svc.port, b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
+                                b"\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    check(" 413 " in status, f"a chunked body over 1 MiB -> 413 ({status})")
+
+    # An error quoting a 20,000-byte key: stored and returned clipped to 2,000 bytes and an ellipsis.
+    view = submit(svc, config_yaml="model:\n  hidden_size: " + "k" * 20000 + "\n", config=None)
+    err = view["error"].encode()
+    check(view["state"] == "failed" and len(err) <= 2000 + 3 and view["error"].endswith("\u2026"),
+          f"a long error is clipped ({len(err)} bytes: {view['error'][:80]!r})")
+
+    # Job directories without a record (left by hand, or by a failed write) keep their ids.
+    last = max(int(v["id"][1:]) for v in svc.request("GET", "/v1/jobs")[1]["jobs"])
+    for n in (last + 1, last + 2):
+        os.makedirs(os.path.join(state, "jobs", "j%06d" % n, "run"))
+    view = submit(svc, config_yaml="model:\n  hidden_sise: 64\n", config=None)
+    check(view["id"] == "j%06d" % (last + 3), f"a new job skips existing job directories ({view['id']})")
+
+    # A second service on the same --state, or on a port in use: refused with one line, exit 2.
+    for what, args, needle in [("the same --state", ["--state", state, "--port", "0"], state),
+                               ("a port in use", ["--state", os.path.join(work, "state2"), "--port", str(svc.port)],
+                                str(svc.port))]:
+        p = subprocess.run([SERVICE, "--root", root, *args], capture_output=True, text=True,
+                           env=dict(os.environ, WEFT_SERVICE_TOKEN=TOKEN), timeout=HANG)
+        lines = p.stderr.strip().splitlines()
+        check(p.returncode == 2 and len(lines) == 1 and needle in p.stderr and p.stdout == "",
+              f"{what}: a second service exits 2 with one line naming it (exit {p.returncode}: {p.stderr.strip()!r})")
+
+    # A record that cannot be written (a file-size limit of 0: EFBIG, as ENOSPC would): 507, no job.
+    import resource
+    full_state = os.path.join(work, "state_full")
+    full = Service(root, full_state, os.devnull, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0)))
+    status, reply = full.request("POST", "/v1/jobs", {"config_yaml": "model:\n  hidden_sise: 64\n"})
+    check(status == 507 and "recorded" in reply.get("error", ""), f"an unwritable job record -> 507 ({status} {reply})")
+    check(full.request("GET", "/v1/jobs")[1]["jobs"] == [] and os.listdir(os.path.join(full_state, "jobs")) == [],
+          "the refused job is neither listed nor left on disk")
+    full.stop(signal.SIGTERM)
+
+
 def main():
     check(os.path.exists(SERVICE), f"{SERVICE} is built (cmake --build build --target weft_service; needs libcpp-httplib-dev)")
     work = tmpdir("service")
@@ -534,6 +586,7 @@ def main():
     test_paths(svc, work)
     test_bodies(svc)
     test_failed_jobs(svc)
+    test_hardening(svc, root, state, work)
     done = test_completed_job(svc, state, ref)
     test_cancel(svc, state, prefix)
     test_load(svc, state, ref)
