@@ -69,6 +69,7 @@ class RunDirLock {
  private:
   int fd_ = -1;
 };
+
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 double peak_rss_mb() {
@@ -276,7 +277,6 @@ const char* trainer_state_name(TrainerState state) {
 void Trainer::run() {
   {
     std::lock_guard<std::mutex> lock(status_mu_);
-    WEFT_CHECK(!status_.running, "Trainer::run() is already running");
     WEFT_CHECK(!s_->ran, "Trainer::run() was already called; to resume the job, construct a new Trainer from its config");
     s_->ran = true;
     status_.running = true, status_.failed = false, status_.error.clear();
